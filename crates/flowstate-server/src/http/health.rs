@@ -1,0 +1,40 @@
+//! Liveness, readiness and the health report.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use flowstate::Flowstate;
+
+use super::error::ApiError;
+
+pub(super) fn routes() -> Router<Flowstate> {
+    Router::new()
+        .route("/healthz", get(alive))
+        .route("/readyz", get(ready))
+        .route("/v1/health", get(health))
+}
+
+/// The process is up.
+async fn alive() -> &'static str {
+    "ok"
+}
+
+/// The ledger answers, so requests can be served (degraded or not).
+async fn ready(State(fs): State<Flowstate>) -> Result<&'static str, ApiError> {
+    fs.ready().await?;
+    Ok("ready")
+}
+
+/// Both tiers, with latencies and counters; 503 when the ledger is down.
+async fn health(State(fs): State<Flowstate>) -> Response {
+    let health = fs.health().await;
+    let status = if health.ledger.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(health)).into_response()
+}

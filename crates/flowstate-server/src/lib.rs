@@ -1,0 +1,58 @@
+//! flowstate over HTTP: the axum application around [`flowstate::Flowstate`].
+//!
+//! # Layout
+//!
+//! - [`http`]: the router; one module per resource (`flows`, `transitions`, `health`), each
+//!   handler only parses, calls the library and maps errors (`http::error`, the one place where
+//!   library errors become statuses).
+//! - [`bench`]: the load generator behind `flowstate bench`.
+//!
+//! The caller binds the listener and supplies the shutdown future ([`Application::build`] then
+//! [`Application::run`]), so tests bind port 0 and run many servers in one process.
+
+pub mod bench;
+pub mod http;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use flowstate::{Config, Flowstate};
+use tokio::net::TcpListener;
+
+/// A bound, ready-to-serve flowstate server.
+pub struct Application {
+    listener: TcpListener,
+    service: Flowstate,
+}
+
+impl Application {
+    /// Opens both tiers (running ledger migrations) and binds `config.listen`.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let service = Flowstate::open(config).await?;
+        Ok(Application { listener, service })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The service behind the server.
+    pub fn service(&self) -> &Flowstate {
+        &self.service
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = http::router(self.service);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,0 +1,95 @@
+//! The `flowstate` command: `serve`, `migrate`, `bench`.
+
+use clap::{Parser, Subcommand};
+use flowstate::{Config, Flowstate};
+use flowstate_server::{Application, bench};
+use tracing_subscriber::EnvFilter;
+
+/// flowstate: state, cache and event layer for multi-agent AI flows.
+///
+/// Configuration comes from FLOWSTATE_CONFIG (a TOML file) and the environment
+/// (REDIS_URL, DATABASE_URL, FLOWSTATE_LISTEN, ...); see README.md.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (embedded SQLite + memory unless REDIS_URL / DATABASE_URL are set).
+    Serve {
+        /// Address to listen on (overrides FLOWSTATE_LISTEN).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Apply ledger migrations and exit.
+    Migrate,
+    /// Load-test a running server.
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { listen } => {
+            let mut config = Config::load()?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let hot = if config.redis.is_enabled() {
+                "redis"
+            } else {
+                "memory"
+            };
+            let app = Application::build(config).await?;
+            tracing::info!(addr = %app.local_addr()?, hot_tier = hot, "flowstate listening");
+            app.run(shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let config = Config::load()?;
+            Flowstate::open(config).await?;
+            println!("migrations applied");
+        }
+        Command::Bench(args) => {
+            bench::run(&args).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,442 @@
+//! The one typed configuration, layered: built-in defaults (the reference's), then the TOML file
+//! named by `FLOWSTATE_CONFIG`, then environment variables.
+//!
+//! The reference's own variable names are honoured (`REDIS_ENABLED`, `REDIS_URL`,
+//! `REDIS_SSL_REQUIRED`, `REDIS_MAX_CONNECTIONS`, `DATABASE_URL`); everything else is
+//! `FLOWSTATE_<SECTION>__<KEY>`, e.g. `FLOWSTATE_LISTEN`, `FLOWSTATE_TTL__MULTIPLIER`,
+//! `FLOWSTATE_TTL__PHASES__SYNTHESIS`. A bad value fails at startup with a message naming the
+//! setting and where it came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// All of flowstate's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds (`FLOWSTATE_LISTEN`).
+    pub listen: SocketAddr,
+    /// Prepended to every Redis key so several environments can share one Redis
+    /// (`FLOWSTATE_KEY_PREFIX`), e.g. `staging:`.
+    pub key_prefix: String,
+    /// Largest accepted request body in bytes; larger ones get 413 (`FLOWSTATE_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// The hot tier (Redis); absent or disabled means the in-process memory tier.
+    pub redis: RedisConfig,
+    /// The ledger (SQLite or PostgreSQL).
+    pub database: DatabaseConfig,
+    /// Key lifetimes (DESIGN §3).
+    pub ttl: TtlConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            key_prefix: String::new(),
+            max_body_bytes: 1024 * 1024,
+            redis: RedisConfig::default(),
+            database: DatabaseConfig::default(),
+            ttl: TtlConfig::default(),
+        }
+    }
+}
+
+/// Redis settings; the defaults follow the reference's pool configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `REDIS_ENABLED`. When unset, Redis is used exactly when `REDIS_URL` is set.
+    pub enabled: Option<bool>,
+    /// `REDIS_URL` (`redis://` or `rediss://`); defaults to `redis://localhost:6379/0`.
+    pub url: Option<String>,
+    /// `REDIS_SSL_REQUIRED`: refuse any URL that is not `rediss://`.
+    pub ssl_required: bool,
+    /// `REDIS_MAX_CONNECTIONS`: upper bound on connections this instance opens to Redis.
+    pub max_connections: u32,
+    /// Multiplexed connections shared by all requests (each carries many requests at once).
+    pub pool_size: u32,
+    /// Timeout for establishing a connection (the reference's `socket_connect_timeout`).
+    pub connect_timeout_ms: u64,
+    /// Timeout for one command or pipeline. Lower than the reference's 5 s: a hot-tier call
+    /// that takes longer than this is better answered from the ledger.
+    pub command_timeout_ms: u64,
+    /// Reconnect attempts per failure before a call gives up (the reference's `retries=3`).
+    pub reconnect_retries: u32,
+    /// Cap of the exponential reconnect backoff (the reference's `ExponentialBackoff(cap=30)`).
+    pub reconnect_max_delay_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            enabled: None,
+            url: None,
+            ssl_required: false,
+            max_connections: 50,
+            pool_size: 4,
+            connect_timeout_ms: 5000,
+            command_timeout_ms: 1000,
+            reconnect_retries: 3,
+            reconnect_max_delay_ms: 30_000,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The URL used when Redis is enabled without one.
+    pub const DEFAULT_URL: &'static str = "redis://localhost:6379/0";
+
+    /// Whether the hot tier is Redis (otherwise in-process memory).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(self.url.is_some())
+    }
+
+    /// The effective URL.
+    pub fn effective_url(&self) -> &str {
+        self.url.as_deref().unwrap_or(Self::DEFAULT_URL)
+    }
+
+    /// Connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// Command timeout as a duration.
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+}
+
+/// Ledger settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: `sqlite://path` (created if missing) or `postgres://…`.
+    pub url: String,
+    /// Pool size (PostgreSQL connections, or SQLite readers; SQLite always has one writer).
+    pub max_connections: u32,
+    /// How long a request waits for a ledger connection before answering 503.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://flowstate.db".into(),
+            max_connections: 16,
+            acquire_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Key lifetimes in seconds, with the reference's defaults (DESIGN §3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtlConfig {
+    /// Scales every TTL (managed Redis plans use 0.8).
+    pub multiplier: f64,
+    /// Up to this fraction is added at random to each TTL, so keys written together do not
+    /// expire together.
+    pub jitter: f64,
+    /// `orchestrator:flow:{id}` (active flow).
+    pub flow: u64,
+    /// `orchestrator:hierarchy:{parent}`.
+    pub hierarchy: u64,
+    /// `flow:transitions:{id}` stream.
+    pub transitions: u64,
+    /// Approximate cap on entries kept in a transitions stream (`MAXLEN ~`).
+    pub transitions_maxlen: u64,
+    /// `cache:flow:state:{id}`, by the flow's status.
+    pub flow_state: FlowStateTtl,
+    /// `discovery:phase:{id}:<phase>`, by phase name; `default` for the others.
+    pub phases: BTreeMap<String, u64>,
+    /// `discovery:state:{id}:phases`, the set of a flow's phases.
+    pub phase_set: u64,
+    /// `discovery:agents:{id}:<agent>`: agents whose name contains `analyzer`.
+    pub agent_results_analyzer: u64,
+    /// `discovery:agents:{id}:<agent>`: all other agents.
+    pub agent_results_default: u64,
+    /// `flow:snapshots:{id}:*`.
+    pub snapshots: u64,
+    /// `flow:events:{id}` stream.
+    pub events: u64,
+    /// `agent:results:<agent>:<hash>`, by agent name; `default` for the others.
+    pub agent_cache: BTreeMap<String, u64>,
+    /// `sse:connections:*`, refreshed by each heartbeat.
+    pub sse_connection: u64,
+    /// `metrics:agent_cache:<agent>` and other metric hashes.
+    pub metrics: u64,
+}
+
+/// TTLs of the flow state cache by flow status (reference §2.1 `TTL_STRATEGIES`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowStateTtl {
+    /// Any status other than `completed` and `failed`.
+    pub active: u64,
+    /// Status `completed`.
+    pub completed: u64,
+    /// Status `failed`.
+    pub failed: u64,
+}
+
+impl Default for FlowStateTtl {
+    fn default() -> Self {
+        FlowStateTtl {
+            active: 300,
+            completed: 3600,
+            failed: 1800,
+        }
+    }
+}
+
+fn ttl_map(entries: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    entries
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), *v))
+        .collect()
+}
+
+impl Default for TtlConfig {
+    fn default() -> Self {
+        TtlConfig {
+            multiplier: 1.0,
+            jitter: 0.05,
+            flow: 3600,
+            hierarchy: 3600,
+            transitions: 86400,
+            transitions_maxlen: 1000,
+            flow_state: FlowStateTtl::default(),
+            phases: ttl_map(&[
+                ("default", 3600),
+                ("technology_analysis", 7200),
+                ("data_discovery", 7200),
+                ("middleware_discovery", 3600),
+                ("infrastructure_analysis", 3600),
+                ("synthesis", 1800),
+                ("completed", 86400),
+            ]),
+            phase_set: 86400,
+            agent_results_analyzer: 3600,
+            agent_results_default: 1800,
+            snapshots: 604_800,
+            events: 86400,
+            agent_cache: ttl_map(&[
+                ("default", 1800),
+                ("technology_analyzer", 7200),
+                ("codebase_analyzer", 7200),
+                ("database_analyzer", 3600),
+                ("data_flow_analyzer", 3600),
+                ("middleware_analyzer", 3600),
+                ("infrastructure_analyzer", 1800),
+                ("migration_synthesizer", 900),
+                ("recommendation_agent", 900),
+            ]),
+            sse_connection: 300,
+            metrics: 86400,
+        }
+    }
+}
+
+/// Maps the reference's environment variable names onto config paths.
+const REFERENCE_ENV: &[(&str, &str)] = &[
+    ("REDIS_ENABLED", "redis.enabled"),
+    ("REDIS_URL", "redis.url"),
+    ("REDIS_SSL_REQUIRED", "redis.ssl_required"),
+    ("REDIS_MAX_CONNECTIONS", "redis.max_connections"),
+    ("DATABASE_URL", "database.url"),
+];
+
+impl Config {
+    /// Loads defaults, then `FLOWSTATE_CONFIG` (TOML) if set, then the environment; validates.
+    pub fn load() -> Result<Config> {
+        let file = std::env::var_os("FLOWSTATE_CONFIG");
+        Self::load_from(file.as_deref().map(Path::new))
+    }
+
+    /// Like [`Config::load`] with an explicit TOML file.
+    pub fn load_from(file: Option<&Path>) -> Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Config(format!(
+                    "FLOWSTATE_CONFIG: file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let names: Vec<&str> = REFERENCE_ENV.iter().map(|(env, _)| *env).collect();
+        figment = figment
+            .merge(Env::raw().only(&names).map(|key| {
+                REFERENCE_ENV
+                    .iter()
+                    .find(|(env, _)| key == *env)
+                    .map(|(_, path)| (*path).into())
+                    .unwrap_or_else(|| key.as_str().to_lowercase().into())
+            }))
+            .merge(Env::prefixed("FLOWSTATE_").ignore(&["CONFIG"]).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot: ranges, URL schemes, and how settings combine.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        let url = self.redis.effective_url();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return bad(format!(
+                "REDIS_URL: {url:?} must start with redis:// or rediss://"
+            ));
+        }
+        if self.redis.ssl_required && self.redis.is_enabled() && !url.starts_with("rediss://") {
+            return bad("REDIS_SSL_REQUIRED is true but REDIS_URL is not rediss://".into());
+        }
+        if self.redis.max_connections == 0 {
+            return bad("REDIS_MAX_CONNECTIONS must be at least 1".into());
+        }
+        if self.redis.pool_size == 0 || self.redis.pool_size >= self.redis.max_connections {
+            return bad(format!(
+                "redis.pool_size ({}) must be at least 1 and below REDIS_MAX_CONNECTIONS ({})",
+                self.redis.pool_size, self.redis.max_connections
+            ));
+        }
+        if self.redis.command_timeout_ms == 0 || self.redis.connect_timeout_ms == 0 {
+            return bad("redis timeouts must be positive".into());
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return bad(format!(
+                "DATABASE_URL: {db:?} must start with sqlite:, postgres:// or postgresql://"
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections must be at least 1".into());
+        }
+        if !(self.ttl.multiplier > 0.0 && self.ttl.multiplier.is_finite()) {
+            return bad(format!(
+                "ttl.multiplier ({}) must be positive",
+                self.ttl.multiplier
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.ttl.jitter) {
+            return bad(format!(
+                "ttl.jitter ({}) must be within 0..=0.5",
+                self.ttl.jitter
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return bad("max_body_bytes must be at least 1024".into());
+        }
+        let t = &self.ttl;
+        let scalars = [
+            ("flow", t.flow),
+            ("hierarchy", t.hierarchy),
+            ("transitions", t.transitions),
+            ("transitions_maxlen", t.transitions_maxlen),
+            ("flow_state.active", t.flow_state.active),
+            ("flow_state.completed", t.flow_state.completed),
+            ("flow_state.failed", t.flow_state.failed),
+            ("phase_set", t.phase_set),
+            ("agent_results_analyzer", t.agent_results_analyzer),
+            ("agent_results_default", t.agent_results_default),
+            ("snapshots", t.snapshots),
+            ("events", t.events),
+            ("sse_connection", t.sse_connection),
+            ("metrics", t.metrics),
+        ];
+        let maps = [("phases", &t.phases), ("agent_cache", &t.agent_cache)];
+        for (name, secs) in scalars.into_iter().chain(
+            maps.iter()
+                .flat_map(|(m, map)| map.values().map(move |v| (*m, *v))),
+        ) {
+            if secs == 0 {
+                return bad(format!("ttl.{name} must be positive"));
+            }
+        }
+        for (name, map) in maps {
+            if !map.contains_key("default") {
+                return bad(format!("ttl.{name} needs a `default` entry"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_the_references() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.redis.max_connections, 50);
+        assert!(!c.redis.is_enabled());
+        assert_eq!(c.database.url, "sqlite://flowstate.db");
+        assert_eq!(c.ttl.flow, 3600);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn toml_file_then_env_with_reference_names() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "key_prefix = \"staging:\"\n[ttl]\nmultiplier = 0.8\nflow = 100"
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REDIS_URL", "redis://127.0.0.1:6390/0");
+            jail.set_env("REDIS_MAX_CONNECTIONS", "20");
+            jail.set_env("FLOWSTATE_TTL__FLOW", "200");
+            let c = Config::load_from(Some(file.path())).unwrap();
+            assert!(c.redis.is_enabled());
+            assert_eq!(c.redis.max_connections, 20);
+            assert_eq!(c.key_prefix, "staging:");
+            assert_eq!(c.ttl.multiplier, 0.8);
+            assert_eq!(c.ttl.flow, 200, "env beats the file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REDIS_MAX_CONNECTIONS", "lots");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("max_connections"), "{err}");
+            assert!(err.contains("REDIS_MAX_CONNECTIONS"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("REDIS_SSL_REQUIRED", "true");
+            jail.set_env("REDIS_URL", "redis://h:1");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("REDIS_SSL_REQUIRED"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FLOWSTATE_TTL__JITTER", "2");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("ttl.jitter"), "{err}");
+            Ok(())
+        });
+    }
+}

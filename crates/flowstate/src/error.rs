@@ -1,0 +1,96 @@
+//! Typed errors of the library, each with a stable machine-readable code.
+//!
+//! The HTTP layer maps every variant to a status exactly once (`flowstate-server`'s `http::error`);
+//! the codes are part of the API contract and never change meaning.
+
+use std::time::Duration;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a flowstate operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An id (flow id, phase, agent, lock name, status, ...) broke the id rules.
+    #[error("invalid {field}: {reason}")]
+    InvalidId {
+        /// Which input carried the id (`flow_id`, `parent_flow_id`, `status`, ...).
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The request was well-formed JSON but semantically invalid.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The flow does not exist.
+    #[error("flow {0} not found")]
+    FlowNotFound(String),
+    /// The parent named at registration does not exist.
+    #[error("parent flow {0} not found")]
+    ParentNotFound(String),
+    /// A flow with this id is already registered.
+    #[error("flow {0} already exists")]
+    FlowExists(String),
+    /// A flow with children cannot be deleted alone.
+    #[error("flow {0} has children; delete them first or delete recursively")]
+    HasChildren(String),
+    /// Compare-and-set failed: the flow is not in the `from` status any more.
+    #[error("flow is in status {current}, not {expected}")]
+    StaleTransition {
+        /// The status the caller assumed.
+        expected: String,
+        /// The status the flow actually has.
+        current: String,
+    },
+    /// The ledger cannot be reached; nothing was applied and the caller may retry.
+    #[error("ledger unavailable: {reason}")]
+    LedgerUnavailable {
+        /// What failed (connection refused, pool timeout, ...).
+        reason: String,
+        /// When a retry makes sense.
+        retry_after: Duration,
+    },
+    /// The configuration is invalid; the message names the setting.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// An unexpected ledger failure (a bug or a broken database), never the caller's fault.
+    #[error("ledger error: {0}")]
+    Ledger(#[source] sqlx::Error),
+    /// Migrations failed to apply.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl Error {
+    /// The stable snake_case code of this error, as sent in `{"error": {"code": ...}}`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidId { .. } => "invalid_id",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::FlowNotFound(_) => "flow_not_found",
+            Error::ParentNotFound(_) => "parent_not_found",
+            Error::FlowExists(_) => "flow_exists",
+            Error::HasChildren(_) => "flow_has_children",
+            Error::StaleTransition { .. } => "stale_transition",
+            Error::LedgerUnavailable { .. } => "ledger_unavailable",
+            Error::Config(_) => "invalid_config",
+            Error::Ledger(_) | Error::Migrate(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    /// Sorts ledger failures into "down, retry later" and "unexpected".
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => Error::LedgerUnavailable {
+                reason: err.to_string(),
+                retry_after: Duration::from_secs(1),
+            },
+            _ => Error::Ledger(err),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The flow registry (the reference's "orchestrator", §1.1): register, get, list, children,
+//! delete.
+//!
+//! Writes go to the ledger in one statement, then to the hot tier in one round trip; a hot-tier
+//! failure never fails a write the ledger accepted. Reads try the hot tier, fall through to the
+//! ledger and repopulate the hot tier (newer versions always win there, so a slow repopulation
+//! can never overwrite a fresher write).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::hot::CachedFlow;
+use crate::ids;
+use crate::service::Flowstate;
+
+/// Status every flow starts in.
+pub const INITIAL_STATUS: &str = "initializing";
+
+/// Largest page [`Flowstate::list_flows`] returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A registered flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flow {
+    /// Unique id (given at registration, or a generated UUIDv7).
+    pub flow_id: String,
+    /// Kind of flow (`discovery`, `assessment`, ...).
+    pub flow_type: String,
+    /// The flow this one was started from, if any.
+    pub parent_flow_id: Option<String>,
+    /// Current status; changed only by transitions.
+    pub status: String,
+    /// Free-form JSON object given at registration.
+    pub metadata: Map<String, Value>,
+    /// When the flow was registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the flow last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Starts at 1 and grows by one with every transition; newer versions win in the hot tier.
+    pub version: i64,
+}
+
+/// What a caller supplies to register a flow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFlow {
+    /// Id to use; a UUIDv7 is generated when absent.
+    pub flow_id: Option<String>,
+    /// Kind of flow.
+    pub flow_type: String,
+    /// Parent flow, which must exist.
+    pub parent_flow_id: Option<String>,
+    /// Free-form JSON object.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Filters and paging for [`Flowstate::list_flows`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFilter {
+    /// Only flows in this status.
+    pub status: Option<String>,
+    /// Only flows of this type.
+    pub flow_type: Option<String>,
+    /// Only direct children of this flow.
+    pub parent_flow_id: Option<String>,
+    /// Page size (default 100, at most [`MAX_PAGE`]).
+    pub limit: Option<u32>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+/// One page of flows, in registration order.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowPage {
+    /// The flows of this page.
+    pub flows: Vec<Flow>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Current time truncated to microseconds, the precision both ledgers store.
+pub(crate) fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+        .unwrap_or(t)
+}
+
+impl Flowstate {
+    /// Registers a flow: status `initializing`, version 1; the parent must exist.
+    pub async fn register_flow(&self, new: NewFlow) -> Result<Flow> {
+        let flow_id = match new.flow_id {
+            Some(id) => {
+                ids::validate("flow_id", &id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        ids::validate("flow_type", &new.flow_type)?;
+        if let Some(parent) = &new.parent_flow_id {
+            ids::validate("parent_flow_id", parent)?;
+            if *parent == flow_id {
+                return Err(Error::InvalidInput(
+                    "a flow cannot be its own parent".into(),
+                ));
+            }
+        }
+        let at = now();
+        let flow = Flow {
+            flow_id,
+            flow_type: new.flow_type,
+            parent_flow_id: new.parent_flow_id,
+            status: INITIAL_STATUS.to_string(),
+            metadata: new.metadata.unwrap_or_default(),
+            created_at: at,
+            updated_at: at,
+            version: 1,
+        };
+        self.ledger().insert_flow(&flow).await?;
+        self.hot_write("register_flow", self.hot().register_flow(&flow))
+            .await;
+        Ok(flow)
+    }
+
+    /// The flow with this id, from the hot tier when cached.
+    pub async fn get_flow(&self, flow_id: &str) -> Result<Flow> {
+        ids::validate("flow_id", flow_id)?;
+        match self
+            .hot_read("get_flow", self.hot().get_flow(flow_id))
+            .await
+        {
+            Some(CachedFlow::Present(flow)) => return Ok(flow),
+            Some(CachedFlow::Deleted) => return Err(Error::FlowNotFound(flow_id.to_string())),
+            Some(CachedFlow::Missing) | None => {}
+        }
+        let flow = self
+            .ledger()
+            .get_flow(flow_id)
+            .await?
+            .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
+        self.hot_write("cache_flow", self.hot().cache_flow(&flow))
+            .await;
+        Ok(flow)
+    }
+
+    /// Flows matching `filter`, oldest registration first, one page at a time.
+    pub async fn list_flows(&self, filter: &FlowFilter) -> Result<FlowPage> {
+        for (field, value) in [
+            ("status", &filter.status),
+            ("flow_type", &filter.flow_type),
+            ("parent_flow_id", &filter.parent_flow_id),
+        ] {
+            if let Some(v) = value {
+                ids::validate(field, v)?;
+            }
+        }
+        let limit = filter.limit.unwrap_or(100);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(Error::InvalidInput(format!(
+                "limit must be within 1..={MAX_PAGE}"
+            )));
+        }
+        let after = match &filter.cursor {
+            None => None,
+            Some(c) => Some(decode_cursor(c)?),
+        };
+        let mut rows = self.ledger().list_flows(filter, after, limit + 1).await?;
+        let next_cursor = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|(seq, _)| encode_cursor(*seq))
+        } else {
+            None
+        };
+        Ok(FlowPage {
+            flows: rows.into_iter().map(|(_, flow)| flow).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Ids of the children of a flow: direct ones, or the whole subtree when `recursive`
+    /// (breadth-first: children before grandchildren).
+    pub async fn children(&self, flow_id: &str, recursive: bool) -> Result<Vec<String>> {
+        ids::validate("flow_id", flow_id)?;
+        let children = self.ledger().children(flow_id, recursive).await?;
+        // An empty answer is ambiguous: a leaf, or no such flow. Only then ask.
+        if children.is_empty() && self.ledger().get_flow(flow_id).await?.is_none() {
+            return Err(Error::FlowNotFound(flow_id.to_string()));
+        }
+        Ok(children)
+    }
+
+    /// Deletes a flow with its transitions. A flow with children is refused unless
+    /// `recursive`, which deletes the whole subtree.
+    pub async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<()> {
+        ids::validate("flow_id", flow_id)?;
+        let deleted = self.ledger().delete_flow(flow_id, recursive).await?;
+        self.hot_write("delete_flow", self.hot().remove_flows(&deleted))
+            .await;
+        Ok(())
+    }
+}
+
+/// Cursors are opaque to callers; inside they are the ledger's registration sequence.
+fn encode_cursor(seq: i64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("s{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64> {
+    use base64::Engine as _;
+    let invalid = || Error::InvalidInput(format!("cursor {cursor:?} is not valid"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| invalid())?;
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| s.strip_prefix('s'))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
+        assert!(decode_cursor("not a cursor").is_err());
+        assert!(decode_cursor("").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! The hot-tier seam: cache, coordination and real time in front of the ledger.
+//!
+//! [`HotTier`] speaks the domain, not Redis commands, so that each operation can be one round
+//! trip (a pipeline or a Lua script) on Redis and a plain map operation in memory. The hot tier
+//! is never the only copy of anything: every method here may fail (Redis down, timeout), and the
+//! callers in [`crate::flows`] and [`crate::transitions`] then serve from the ledger.
+//!
+//! Cached flow records carry their version; a write never replaces a newer version, so a slow
+//! cache repopulation cannot overwrite a fresher write, and a deleted flow leaves a short-lived
+//! tombstone so a repopulation racing the delete cannot bring it back.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::flows::Flow;
+use crate::transitions::Transition;
+
+pub use self::memory::MemoryHot;
+pub use self::redis::RedisHot;
+
+/// How long a deleted flow's tombstone outlives it: longer than any in-flight repopulation.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// Result of a hot-tier call.
+pub type HotResult<T> = std::result::Result<T, HotError>;
+
+/// Why a hot-tier call failed; the caller falls back to the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum HotError {
+    /// Redis refused, timed out or is unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// A cached value could not be decoded (treated as a miss).
+    #[error("corrupt cached value at {key}: {reason}")]
+    Corrupt {
+        /// The key holding the bad value.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+impl HotError {
+    /// Whether the failure was a timeout (as opposed to a refusal or an error reply).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, HotError::Redis(e) if e.is_timeout())
+    }
+}
+
+/// What the hot tier knows about a flow.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CachedFlow {
+    /// Not cached: ask the ledger.
+    Missing,
+    /// Recently deleted: answer "not found" without asking the ledger.
+    Deleted,
+    /// Cached record.
+    Present(Flow),
+}
+
+/// Counters a hot tier keeps about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HotStats {
+    /// Network round trips to Redis (a pipeline or a script counts once); 0 for memory.
+    pub round_trips: u64,
+}
+
+/// The operations of the hot tier.
+#[async_trait]
+pub trait HotTier: Send + Sync + 'static {
+    /// Backend name for health output (`memory`, `redis`).
+    fn backend(&self) -> &'static str;
+
+    /// Round trip to check the tier answers; returns its latency.
+    async fn ping(&self) -> HotResult<Duration>;
+
+    /// Counters since start.
+    fn stats(&self) -> HotStats;
+
+    /// Caches a newly registered flow (replacing any tombstone), adds it to the registry and to
+    /// its parent's children.
+    async fn register_flow(&self, flow: &Flow) -> HotResult<()>;
+
+    /// Caches a flow read from the ledger, unless a newer version is cached already.
+    async fn cache_flow(&self, flow: &Flow) -> HotResult<()>;
+
+    /// The cached flow record.
+    async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow>;
+
+    /// Appends a transition to the flow's transitions stream and caches the updated flow
+    /// (unless a newer version is cached already).
+    async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()>;
+
+    /// Forgets deleted flows: tombstones their records, removes them from the registry and the
+    /// hierarchy, drops their transitions streams.
+    async fn remove_flows(&self, flows: &[Flow]) -> HotResult<()>;
+}

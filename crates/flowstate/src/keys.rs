@@ -1,0 +1,68 @@
+//! The Redis key layout (DESIGN §3): the reference's patterns, with the flow id inside literal
+//! braces so that all keys of one flow share a Redis Cluster hash slot, behind an optional
+//! namespace prefix.
+
+/// Builds every key flowstate writes to Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (may be empty).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The namespace prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `orchestrator:flow:{<flow_id>}`: the flow record (hash).
+    pub fn flow(&self, flow_id: &str) -> String {
+        format!("{}orchestrator:flow:{{{flow_id}}}", self.prefix)
+    }
+
+    /// `orchestrator:flows`: the registry of flow ids (set).
+    pub fn registry(&self) -> String {
+        format!("{}orchestrator:flows", self.prefix)
+    }
+
+    /// `orchestrator:hierarchy:{<parent_id>}`: direct children of a flow (set).
+    pub fn hierarchy(&self, parent_id: &str) -> String {
+        format!("{}orchestrator:hierarchy:{{{parent_id}}}", self.prefix)
+    }
+
+    /// `flow:transitions:{<flow_id>}`: the transitions stream.
+    pub fn transitions(&self, flow_id: &str) -> String {
+        format!("{}flow:transitions:{{{flow_id}}}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The part Redis Cluster hashes: the first `{…}` with something inside.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("key has a hash tag");
+        let close = key[open..].find('}').expect("tag closes") + open;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn per_flow_keys_share_a_hash_tag() {
+        let keys = Keys::new("env1:");
+        assert_eq!(keys.flow("f1"), "env1:orchestrator:flow:{f1}");
+        assert_eq!(keys.transitions("f1"), "env1:flow:transitions:{f1}");
+        assert_eq!(
+            hash_tag(&keys.flow("f1")),
+            hash_tag(&keys.transitions("f1"))
+        );
+        assert_eq!(keys.hierarchy("p"), "env1:orchestrator:hierarchy:{p}");
+        assert_eq!(keys.registry(), "env1:orchestrator:flows");
+    }
+}

@@ -1,0 +1,223 @@
+//! The ledger seam: the system of record for flows and their history.
+//!
+//! [`Ledger`] is deliberately narrow (domain operations, not SQL), so each backend can use its
+//! best statement for each operation: PostgreSQL does a transition in one data-modifying CTE,
+//! SQLite in one immediate transaction on its single writer connection. The same conformance
+//! tests (`flowstate-server`'s API tests) run against both.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use crate::config::DatabaseConfig;
+use crate::error::{Error, Result};
+use crate::flows::{Flow, FlowFilter};
+use crate::transitions::Transition;
+
+pub use postgres::PostgresLedger;
+pub use sqlite::SqliteLedger;
+
+/// Operations the system of record provides.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// Backend name for health output (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Round trip to check the ledger answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Inserts a new flow. [`Error::FlowExists`] if the id is taken, [`Error::ParentNotFound`]
+    /// if the parent does not exist.
+    async fn insert_flow(&self, flow: &Flow) -> Result<()>;
+
+    /// The flow, if it exists.
+    async fn get_flow(&self, flow_id: &str) -> Result<Option<Flow>>;
+
+    /// Up to `limit` flows matching `filter` with registration sequence above `after`, in
+    /// sequence order, each with its sequence (the paging cursor).
+    async fn list_flows(
+        &self,
+        filter: &FlowFilter,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Flow)>>;
+
+    /// Child ids of a flow (direct, or the whole subtree breadth-first when `recursive`).
+    async fn children(&self, flow_id: &str, recursive: bool) -> Result<Vec<String>>;
+
+    /// Deletes a flow (and its subtree when `recursive`) with its transitions, returning the
+    /// deleted flows. [`Error::HasChildren`] when it has children and not `recursive`.
+    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<Flow>>;
+
+    /// Compare-and-set transition: status `from` -> `to`, version + 1, history row; all or
+    /// nothing. [`Error::StaleTransition`] or [`Error::FlowNotFound`] otherwise.
+    async fn transition(
+        &self,
+        flow_id: &str,
+        from: &str,
+        to: &str,
+        metadata: &Map<String, Value>,
+        at: OffsetDateTime,
+    ) -> Result<(Transition, Flow)>;
+
+    /// Transitions with id above `after`, oldest first.
+    async fn transitions(&self, flow_id: &str, after: i64, limit: u32) -> Result<Vec<Transition>>;
+}
+
+/// Opens the ledger named by `cfg.url` and applies migrations.
+pub async fn open(cfg: &DatabaseConfig) -> Result<Box<dyn Ledger>> {
+    let ledger: Box<dyn Ledger> = if cfg.url.starts_with("sqlite:") {
+        Box::new(SqliteLedger::connect(cfg).await?)
+    } else {
+        Box::new(PostgresLedger::connect(cfg).await?)
+    };
+    ledger.migrate().await?;
+    Ok(ledger)
+}
+
+/// A `flows` row as both backends return it.
+#[derive(sqlx::FromRow)]
+struct FlowRow {
+    seq: i64,
+    flow_id: String,
+    flow_type: String,
+    parent_flow_id: Option<String>,
+    status: String,
+    metadata: Json<Map<String, Value>>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+    version: i64,
+}
+
+impl FlowRow {
+    fn into_flow(self) -> Flow {
+        Flow {
+            flow_id: self.flow_id,
+            flow_type: self.flow_type,
+            parent_flow_id: self.parent_flow_id,
+            status: self.status,
+            metadata: self.metadata.0,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+        }
+    }
+}
+
+/// A `flow_transitions` row.
+#[derive(sqlx::FromRow)]
+struct TransitionRow {
+    seq: i64,
+    from_status: String,
+    to_status: String,
+    metadata: Json<Map<String, Value>>,
+    at: OffsetDateTime,
+}
+
+impl TransitionRow {
+    fn into_transition(self) -> Transition {
+        Transition {
+            id: self.seq,
+            from: self.from_status,
+            to: self.to_status,
+            at: self.at,
+            metadata: self.metadata.0,
+        }
+    }
+}
+
+/// Columns selected for a [`FlowRow`]; a macro so that queries stay `&'static str` (sqlx only
+/// runs SQL it can see is not built from input).
+macro_rules! flow_columns {
+    () => {
+        "seq, flow_id, flow_type, parent_flow_id, status, metadata, created_at, updated_at, version"
+    };
+}
+use flow_columns;
+
+/// Maps constraint violations of an insert into `flows` to domain errors.
+fn insert_error(err: sqlx::Error, flow: &Flow) -> Error {
+    if let sqlx::Error::Database(db) = &err {
+        match db.kind() {
+            sqlx::error::ErrorKind::UniqueViolation => {
+                return Error::FlowExists(flow.flow_id.clone());
+            }
+            sqlx::error::ErrorKind::ForeignKeyViolation => {
+                return Error::ParentNotFound(flow.parent_flow_id.clone().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    err.into()
+}
+
+/// Maps a failed delete: a foreign-key violation means children still point at the flow.
+fn delete_error(err: sqlx::Error, flow_id: &str) -> Error {
+    if let sqlx::Error::Database(db) = &err
+        && db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation
+    {
+        return Error::HasChildren(flow_id.to_string());
+    }
+    err.into()
+}
+
+/// Why a compare-and-set transition matched no row, given the flow's current status.
+fn cas_failure(current: Option<String>, flow_id: &str, from: &str) -> Error {
+    match current {
+        Some(current) => Error::StaleTransition {
+            expected: from.to_string(),
+            current,
+        },
+        None => Error::FlowNotFound(flow_id.to_string()),
+    }
+}
+
+/// The transition just recorded, as the ledger stored it.
+fn recorded(
+    flow: &Flow,
+    from: &str,
+    to: &str,
+    metadata: &Map<String, Value>,
+    at: OffsetDateTime,
+) -> Transition {
+    Transition {
+        id: flow.version,
+        from: from.to_string(),
+        to: to.to_string(),
+        at,
+        metadata: metadata.clone(),
+    }
+}
+
+/// Appends the optional filters of a flow listing to `qb` (portable SQL).
+fn push_filters<DB: sqlx::Database>(
+    qb: &mut sqlx::QueryBuilder<DB>,
+    filter: &FlowFilter,
+    after: Option<i64>,
+    limit: u32,
+) where
+    for<'e> String: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> i64: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+{
+    qb.push(" WHERE seq > ").push_bind(after.unwrap_or(0));
+    for (column, value) in [
+        ("status", &filter.status),
+        ("flow_type", &filter.flow_type),
+        ("parent_flow_id", &filter.parent_flow_id),
+    ] {
+        if let Some(v) = value {
+            qb.push(" AND ")
+                .push(column)
+                .push(" = ")
+                .push_bind(v.clone());
+        }
+    }
+    qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+}

@@ -1,0 +1,39 @@
+//! flowstate: the state, cache and event layer for multi-agent AI flows.
+//!
+//! This crate holds all of the logic; the `flowstate-server` crate only puts HTTP in front of it,
+//! so Rust code can embed [`Flowstate`] directly and get exactly what the server serves.
+//!
+//! # Layout
+//!
+//! Data lives in two tiers, each behind one narrow seam with one implementation per backend:
+//!
+//! - [`ledger`]: the system of record ([`ledger::Ledger`]): SQLite (embedded default) or
+//!   PostgreSQL. Every write lands here first, in one transaction.
+//! - [`hot`]: the cache and coordination tier ([`hot::HotTier`]): in-process memory (embedded
+//!   default) or Redis 7. Reads go here first and fall through to the ledger.
+//!
+//! The domain modules sit above the seams and never talk to a backend directly:
+//!
+//! - [`flows`]: the flow registry (register, get, list, children, delete).
+//! - [`transitions`]: compare-and-set status transitions and their history.
+//!
+//! Around them: [`config`] (one typed configuration, env + TOML), [`error`] (typed errors with
+//! stable codes), [`ids`] (strict id validation), [`keys`] (the Redis key layout) and [`ttl`]
+//! (TTLs with multiplier and jitter). [`Flowstate`] in [`service`] wires it all together.
+
+pub mod config;
+pub mod error;
+pub mod flows;
+pub mod hot;
+pub mod ids;
+pub mod keys;
+pub mod ledger;
+pub mod service;
+pub mod transitions;
+pub mod ttl;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use flows::{Flow, FlowFilter, FlowPage, NewFlow};
+pub use service::{Flowstate, Health};
+pub use transitions::{Transition, TransitionRequest};

@@ -1,0 +1,169 @@
+//! [`Flowstate`]: the two tiers wired together, and the rules for using them.
+//!
+//! The ledger is authoritative; the hot tier is an accelerator whose failures are logged and
+//! counted but never fail a request (writes already landed in the ledger, reads fall through).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::hot::{HotError, HotResult, HotStats, HotTier, MemoryHot, RedisHot};
+use crate::keys::Keys;
+use crate::ledger::{self, Ledger};
+use crate::ttl::Ttls;
+
+/// The flowstate service: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Flowstate {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    ledger: Box<dyn Ledger>,
+    hot: Box<dyn HotTier>,
+}
+
+/// Health of both tiers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `healthy`, `degraded` (hot tier unreachable) or `unavailable` (ledger unreachable).
+    pub status: &'static str,
+    /// The hot tier.
+    pub hot_tier: TierHealth,
+    /// The ledger.
+    pub ledger: TierHealth,
+}
+
+/// Health of one tier.
+#[derive(Debug, Clone, Serialize)]
+pub struct TierHealth {
+    /// Backend name.
+    pub backend: &'static str,
+    /// Whether it answered.
+    pub ok: bool,
+    /// Round-trip latency of the check, in milliseconds.
+    pub latency_ms: f64,
+    /// Why it did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Counters (hot tier only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<HotStats>,
+}
+
+impl Flowstate {
+    /// Opens both tiers as configured and applies ledger migrations.
+    pub async fn open(config: Config) -> Result<Self> {
+        config.validate()?;
+        let ledger = ledger::open(&config.database).await?;
+        let ttls = Ttls::new(config.ttl.clone());
+        let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
+            let keys = Keys::new(config.key_prefix.clone());
+            Box::new(
+                RedisHot::connect(&config.redis, keys, ttls)
+                    .map_err(|e| crate::Error::Config(format!("REDIS_URL: {e}")))?,
+            )
+        } else {
+            Box::new(MemoryHot::new(ttls))
+        };
+        let service = Flowstate {
+            inner: Arc::new(Inner {
+                config,
+                ledger,
+                hot,
+            }),
+        };
+        if let Err(e) = service.hot().ping().await {
+            tracing::warn!(error = %e, "hot tier not reachable at startup; serving from the ledger until it is");
+        }
+        Ok(service)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Checks both tiers.
+    pub async fn health(&self) -> Health {
+        let started = Instant::now();
+        let ledger = self.ledger().ping().await;
+        let ledger = TierHealth {
+            backend: self.ledger().backend(),
+            ok: ledger.is_ok(),
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            error: ledger.err().map(|e| e.to_string()),
+            stats: None,
+        };
+        let hot = self.hot().ping().await;
+        let hot_tier = TierHealth {
+            backend: self.hot().backend(),
+            ok: hot.is_ok(),
+            latency_ms: hot.as_ref().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
+            error: hot.err().map(|e| e.to_string()),
+            stats: Some(self.hot().stats()),
+        };
+        let status = match (ledger.ok, hot_tier.ok) {
+            (false, _) => "unavailable",
+            (true, false) => "degraded",
+            (true, true) => "healthy",
+        };
+        Health {
+            status,
+            hot_tier,
+            ledger,
+        }
+    }
+
+    /// Whether the ledger answers (readiness).
+    pub async fn ready(&self) -> Result<()> {
+        self.ledger().ping().await
+    }
+
+    pub(crate) fn ledger(&self) -> &dyn Ledger {
+        self.inner.ledger.as_ref()
+    }
+
+    pub(crate) fn hot(&self) -> &dyn HotTier {
+        self.inner.hot.as_ref()
+    }
+
+    /// Runs a hot-tier write whose ledger counterpart already succeeded; a failure is logged
+    /// and counted, never returned.
+    pub(crate) async fn hot_write(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = HotResult<()>>,
+    ) {
+        if let Err(e) = fut.await {
+            hot_failure(op, &e);
+        }
+    }
+
+    /// Runs a hot-tier read; `None` means "ask the ledger".
+    pub(crate) async fn hot_read<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = HotResult<T>>,
+    ) -> Option<T> {
+        match fut.await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                hot_failure(op, &e);
+                None
+            }
+        }
+    }
+}
+
+fn hot_failure(op: &'static str, e: &HotError) {
+    let reason = if e.is_timeout() { "timeout" } else { "error" };
+    metrics::counter!("flowstate_hot_tier_failures_total", "operation" => op, "reason" => reason)
+        .increment(1);
+    tracing::warn!(operation = op, reason, error = %e, "hot tier call failed; ledger serves");
+}

@@ -1,0 +1,94 @@
+//! Status transitions (the reference's state manager, §1.3): `from -> to` is a compare-and-set
+//! on the flow's current status, durable in the ledger first (status change and history row in
+//! one statement or transaction), then appended to `flow:transitions:{id}` and the cached flow
+//! updated in one Redis round trip.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::flows::{self, Flow};
+use crate::ids;
+use crate::service::Flowstate;
+
+/// Largest history page.
+pub const MAX_HISTORY: u32 = 1000;
+
+/// One recorded transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Position in the flow's history: the flow's version right after this transition.
+    pub id: i64,
+    /// Status before.
+    pub from: String,
+    /// Status after.
+    pub to: String,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Free-form JSON object supplied by the caller.
+    pub metadata: Map<String, Value>,
+}
+
+/// What a caller supplies to transition a flow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionRequest {
+    /// The status the caller believes the flow is in.
+    pub from: String,
+    /// The status to move to.
+    pub to: String,
+    /// Free-form JSON object recorded with the transition.
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl Flowstate {
+    /// Moves a flow from `req.from` to `req.to` if it is still in `req.from`; otherwise
+    /// [`crate::Error::StaleTransition`] with the current status. Of concurrent transitions from
+    /// the same status exactly one wins.
+    pub async fn transition(
+        &self,
+        flow_id: &str,
+        req: TransitionRequest,
+    ) -> Result<(Transition, Flow)> {
+        ids::validate("flow_id", flow_id)?;
+        ids::validate("from", &req.from)?;
+        ids::validate("to", &req.to)?;
+        let metadata = req.metadata.unwrap_or_default();
+        let (transition, flow) = self
+            .ledger()
+            .transition(flow_id, &req.from, &req.to, &metadata, flows::now())
+            .await?;
+        self.hot_write(
+            "transition",
+            self.hot().record_transition(&flow, &transition),
+        )
+        .await;
+        Ok((transition, flow))
+    }
+
+    /// A flow's transitions with id greater than `after`, oldest first, at most `limit`.
+    pub async fn transitions(
+        &self,
+        flow_id: &str,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Transition>> {
+        ids::validate("flow_id", flow_id)?;
+        if limit == 0 || limit > MAX_HISTORY {
+            return Err(crate::Error::InvalidInput(format!(
+                "limit must be within 1..={MAX_HISTORY}"
+            )));
+        }
+        let history = self
+            .ledger()
+            .transitions(flow_id, after.unwrap_or(0), limit)
+            .await?;
+        // An empty page is ambiguous: no (more) transitions, or no such flow. Only then ask.
+        if history.is_empty() && self.ledger().get_flow(flow_id).await?.is_none() {
+            return Err(crate::Error::FlowNotFound(flow_id.to_string()));
+        }
+        Ok(history)
+    }
+}

@@ -256,6 +256,26 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
 ];
 
+/// Turns figment's errors into messages that name the setting and the variable to fix.
+fn describe(errors: figment::Error) -> Error {
+    let messages: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".").to_lowercase();
+            let env = REFERENCE_ENV
+                .iter()
+                .find(|(_, p)| *p == path)
+                .map(|(env, _)| (*env).to_string())
+                .unwrap_or_else(|| format!("FLOWSTATE_{}", path.to_uppercase().replace('.', "__")));
+            format!(
+                "setting `{path}` (environment variable {env} or FLOWSTATE_CONFIG file): {}",
+                e.kind
+            )
+        })
+        .collect();
+    Error::Config(messages.join("; "))
+}
+
 impl Config {
     /// Loads defaults, then `FLOWSTATE_CONFIG` (TOML) if set, then the environment; validates.
     pub fn load() -> Result<Config> {
@@ -285,9 +305,7 @@ impl Config {
                     .unwrap_or_else(|| key.as_str().to_lowercase().into())
             }))
             .merge(Env::prefixed("FLOWSTATE_").ignore(&["CONFIG"]).split("__"));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
     }
@@ -379,6 +397,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return its own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -403,6 +423,7 @@ mod tests {
         )
         .unwrap();
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("REDIS_URL", "redis://127.0.0.1:6390/0");
             jail.set_env("REDIS_MAX_CONNECTIONS", "20");
             jail.set_env("FLOWSTATE_TTL__FLOW", "200");
@@ -419,6 +440,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_setting() {
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("REDIS_MAX_CONNECTIONS", "lots");
             let err = Config::load_from(None).unwrap_err().to_string();
             assert!(err.contains("max_connections"), "{err}");
@@ -426,6 +448,7 @@ mod tests {
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("REDIS_SSL_REQUIRED", "true");
             jail.set_env("REDIS_URL", "redis://h:1");
             let err = Config::load_from(None).unwrap_err().to_string();
@@ -433,6 +456,7 @@ mod tests {
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("FLOWSTATE_TTL__JITTER", "2");
             let err = Config::load_from(None).unwrap_err().to_string();
             assert!(err.contains("ttl.jitter"), "{err}");

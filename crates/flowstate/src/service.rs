@@ -78,7 +78,7 @@ impl Flowstate {
                 hot,
             }),
         };
-        if let Err(e) = service.hot().ping().await {
+        if let Err(e) = service.hot().prepare().await {
             tracing::warn!(error = %e, "hot tier not reachable at startup; serving from the ledger until it is");
         }
         Ok(service)

@@ -81,6 +81,12 @@ pub trait HotTier: Send + Sync + 'static {
     /// Counters since start.
     fn stats(&self) -> HotStats;
 
+    /// Readies the tier at startup (Redis: loads the Lua scripts, so that the first operations
+    /// are one round trip too).
+    async fn prepare(&self) -> HotResult<()> {
+        Ok(())
+    }
+
     /// Caches a newly registered flow (replacing any tombstone), adds it to the registry and to
     /// its parent's children.
     async fn register_flow(&self, flow: &Flow) -> HotResult<()>;

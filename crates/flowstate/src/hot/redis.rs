@@ -27,6 +27,8 @@ use crate::ttl::Ttls;
 
 const PUT_FLOW_SRC: &str = include_str!("scripts/put_flow.lua");
 const RECORD_TRANSITION_SRC: &str = include_str!("scripts/record_transition.lua");
+/// Every script, for loading them all up front.
+const SCRIPTS: &[&str] = &[PUT_FLOW_SRC, RECORD_TRANSITION_SRC];
 static PUT_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_FLOW_SRC));
 static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_TRANSITION_SRC));
 
@@ -141,6 +143,16 @@ impl HotTier for RedisHot {
         HotStats {
             round_trips: self.round_trips.load(Ordering::Relaxed),
         }
+    }
+
+    async fn prepare(&self) -> HotResult<()> {
+        let mut load = ::redis::pipe();
+        for src in SCRIPTS {
+            load.cmd("SCRIPT").arg("LOAD").arg(*src).ignore();
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        load.exec_async(&mut self.conn()).await?;
+        Ok(())
     }
 
     async fn register_flow(&self, flow: &Flow) -> HotResult<()> {

@@ -1,0 +1,276 @@
+//! `spawn_app()`: a real flowstate server per test, isolated from every other test.
+//!
+//! - ledger: a fresh SQLite file in a temp dir, or a fresh PostgreSQL schema
+//!   (`TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`);
+//! - hot tier: memory, or the shared Redis (`TEST_REDIS_URL`, default
+//!   `redis://127.0.0.1:6379/0`) under a key prefix of its own, or a private `redis-server`
+//!   started for the test (for tests that count commands or kill Redis).
+//!
+//! Logs are silent unless `TEST_LOG` is set.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use flowstate::Config;
+use flowstate_server::Application;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// Which tiers a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite + in-process memory: the zero-setup default.
+    Embedded,
+    /// SQLite + Redis.
+    RedisSqlite,
+    /// PostgreSQL + Redis: production.
+    RedisPostgres,
+}
+
+impl Backend {
+    pub fn has_redis(self) -> bool {
+        self != Backend::Embedded
+    }
+}
+
+/// Runs a test body once per backend: `all_backends!(name)` expects `async fn name(Backend)`.
+macro_rules! all_backends {
+    ($name:ident) => {
+        mod $name {
+            use crate::helpers::Backend;
+            #[tokio::test]
+            async fn embedded() {
+                super::$name(Backend::Embedded).await
+            }
+            #[tokio::test]
+            async fn redis_sqlite() {
+                super::$name(Backend::RedisSqlite).await
+            }
+            #[tokio::test]
+            async fn redis_postgres() {
+                super::$name(Backend::RedisPostgres).await
+            }
+        }
+    };
+}
+pub(crate) use all_backends;
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter("info").init();
+    }
+});
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A running server and what a test needs to poke at it.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub config: Config,
+    /// A connection to the Redis the server uses (when it uses one).
+    pub redis: Option<redis::aio::MultiplexedConnection>,
+    _tmp: tempfile::TempDir,
+    _shutdown: oneshot::Sender<()>,
+}
+
+/// A server on `backend` with default settings.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// A server on `backend` after `tweak` adjusted its configuration.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    LazyLock::force(&TRACING);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    };
+    config.database.url = format!("sqlite://{}", tmp.path().join("flowstate.db").display());
+    config.database.max_connections = 4;
+    if backend.has_redis() {
+        config.redis.url = Some(redis_url());
+        config.key_prefix = format!("test:{unique}:");
+    }
+    if backend == Backend::RedisPostgres {
+        config.database.url = postgres_schema(&format!("t_{unique}")).await;
+    }
+    tweak(&mut config);
+    let app = Application::build(config.clone())
+        .await
+        .expect("server starts");
+    let addr = app.local_addr().expect("bound");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    let redis = match (config.redis.is_enabled(), &config.redis.url) {
+        (true, Some(url)) => Some(
+            redis::Client::open(url.as_str())
+                .expect("redis url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("test connects to redis"),
+        ),
+        _ => None,
+    };
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        config,
+        redis,
+        _tmp: tmp,
+        _shutdown: tx,
+    }
+}
+
+/// Creates a schema of its own for one test and returns a URL whose connections use it.
+async fn postgres_schema(schema: &str) -> String {
+    let admin = postgres_url();
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("test connects to postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&pool)
+        .await
+        .expect("create schema");
+    pool.close().await;
+    let sep = if admin.contains('?') { '&' } else { '?' };
+    format!("{admin}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// An HTTP answer: status and JSON body (`Value::Null` when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("non-JSON body: {}", String::from_utf8_lossy(&bytes)))
+        };
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    /// Registers a flow and asserts it worked.
+    pub async fn register(&self, body: Value) -> Value {
+        let a = self.post("/v1/flows", body).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        a.body
+    }
+
+    /// The server's count of Redis round trips so far (includes the health check's own PING).
+    pub async fn round_trips(&self) -> u64 {
+        let h = self.get("/v1/health").await;
+        h.body["hot_tier"]["stats"]["round_trips"]
+            .as_u64()
+            .expect("round trip counter")
+    }
+
+    /// The Redis connection; panics on the embedded backend.
+    pub fn redis(&self) -> redis::aio::MultiplexedConnection {
+        self.redis.clone().expect("test runs on redis")
+    }
+
+    /// A key as the server names it (with this test's prefix).
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.config.key_prefix)
+    }
+}
+
+/// A `redis-server` of the test's own on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let port = StdListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let server = RedisServer { port, child };
+        let client = redis::Client::open(server.url()).expect("url");
+        for _ in 0..100 {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private redis-server on port {port} did not come up");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,13 @@
+//! API tests: each starts the real server on a free port and talks HTTP to it, against real
+//! SQLite, PostgreSQL and Redis. One test binary, so it links once.
+
+// A failed unwrap is a failed test, which is what a test wants.
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod bad_input;
+mod flows;
+mod redis_layout;
+mod round_trips;
+mod transitions;

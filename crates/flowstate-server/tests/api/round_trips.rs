@@ -1,0 +1,118 @@
+//! One Redis round trip per operation (against six and three in the reference), counted on a
+//! private redis-server: by the server's own round-trip counter and by INFO commandstats.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::helpers::{Backend, RedisServer, TestApp, spawn_app_with};
+
+async fn commandstats(app: &TestApp) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// Runs `op` and returns (round trips it made, commandstats delta without our probes).
+async fn measure<F: std::future::Future<Output = ()>>(
+    app: &TestApp,
+    op: F,
+) -> (u64, BTreeMap<String, u64>) {
+    let rtt0 = app.round_trips().await;
+    let cs0 = commandstats(app).await;
+    op.await;
+    let cs1 = commandstats(app).await;
+    // The second health probe PINGs once.
+    let rtt = app.round_trips().await - rtt0 - 1;
+    let delta = cs1
+        .into_iter()
+        .filter(|(k, _)| !["info", "ping", "client|setinfo", "hello"].contains(&k.as_str()))
+        .map(|(k, v)| {
+            let d = v - cs0.get(&k).copied().unwrap_or(0);
+            (k, d)
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    (rtt, delta)
+}
+
+#[tokio::test]
+async fn register_transition_and_read_cost_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(Backend::RedisSqlite, |c| c.redis.url = Some(url)).await;
+    app.register(json!({"flow_id": "parent", "flow_type": "t"}))
+        .await;
+
+    let (rtt, cmds) = measure(&app, async {
+        app.register(json!({"flow_id": "child", "flow_type": "t", "parent_flow_id": "parent", "metadata": {"a": 1}}))
+            .await;
+    })
+    .await;
+    assert_eq!(rtt, 1, "register with parent: {cmds:?}");
+    assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
+    assert_eq!(cmds.get("sadd"), Some(&2), "registry + hierarchy: {cmds:?}");
+
+    let (rtt, cmds) = measure(&app, async {
+        let a = app
+            .post(
+                "/v1/flows/child/transitions",
+                json!({"from": "initializing", "to": "running"}),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+    })
+    .await;
+    assert_eq!(rtt, 1, "transition: {cmds:?}");
+    assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
+    assert_eq!(cmds.get("xadd"), Some(&1), "{cmds:?}");
+
+    let (rtt, cmds) = measure(&app, async {
+        assert_eq!(app.get("/v1/flows/child").await.status, 200);
+    })
+    .await;
+    assert_eq!(rtt, 1, "cached read: {cmds:?}");
+    assert_eq!(cmds, BTreeMap::from([("hgetall".to_string(), 1)]));
+}
+
+/// After Redis loses its script cache (restart, SCRIPT FLUSH) the scripts are loaded again and
+/// the write still lands.
+#[tokio::test]
+async fn scripts_reload_after_flush() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(Backend::RedisSqlite, |c| c.redis.url = Some(url)).await;
+    app.register(json!({"flow_id": "s", "flow_type": "t"}))
+        .await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    app.post(
+        "/v1/flows/s/transitions",
+        json!({"from": "initializing", "to": "running"}),
+    )
+    .await;
+    let status: String = redis::cmd("HGET")
+        .arg(app.key("orchestrator:flow:{s}"))
+        .arg("status")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    assert_eq!(status, "running");
+}

@@ -161,3 +161,48 @@ async fn children_and_delete(backend: Backend) {
     assert_eq!(app.get("/v1/flows/a").await.body, again);
 }
 all_backends!(children_and_delete);
+
+/// A burst of concurrent registrations, half of them duplicates: on SQLite they share commit
+/// groups, where a rejected request must not take its neighbours down with it.
+async fn concurrent_registrations(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.register(json!({"flow_id": "root", "flow_type": "t"}))
+        .await;
+    let attempts = (0..60).map(|i| {
+        let body = match i % 3 {
+            0 => json!({"flow_id": format!("f{}", i % 30), "flow_type": "t", "parent_flow_id": "root"}),
+            1 => json!({"flow_id": format!("f{}", i % 30), "flow_type": "t"}),
+            _ => json!({"flow_id": format!("orphan{i}"), "flow_type": "t", "parent_flow_id": "ghost"}),
+        };
+        let req = app.http.post(app.url("/v1/flows")).json(&body);
+        async move { req.send().await.expect("sent").status() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let count = |s: StatusCode| statuses.iter().filter(|x| **x == s).count();
+    assert_eq!(
+        count(StatusCode::NOT_FOUND),
+        20,
+        "orphans rejected: {statuses:?}"
+    );
+    assert_eq!(
+        count(StatusCode::CREATED) + count(StatusCode::CONFLICT),
+        40,
+        "{statuses:?}"
+    );
+    let listed = app.get("/v1/flows?limit=1000").await.body["flows"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        listed,
+        1 + count(StatusCode::CREATED),
+        "every 201 is durable, nothing else is"
+    );
+    for i in 0..30 {
+        assert_eq!(
+            app.get(&format!("/v1/flows/f{i}")).await.status,
+            StatusCode::OK
+        );
+    }
+}
+all_backends!(concurrent_registrations);

@@ -27,9 +27,6 @@ pub trait Ledger: Send + Sync + 'static {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<()>;
-
     /// Round trip to check the ledger answers.
     async fn ping(&self) -> Result<()>;
 
@@ -71,15 +68,13 @@ pub trait Ledger: Send + Sync + 'static {
     async fn transitions(&self, flow_id: &str, after: i64, limit: u32) -> Result<Vec<Transition>>;
 }
 
-/// Opens the ledger named by `cfg.url` and applies migrations.
+/// Opens the ledger named by `cfg.url`, applying pending migrations.
 pub async fn open(cfg: &DatabaseConfig) -> Result<Box<dyn Ledger>> {
-    let ledger: Box<dyn Ledger> = if cfg.url.starts_with("sqlite:") {
+    Ok(if cfg.url.starts_with("sqlite:") {
         Box::new(SqliteLedger::connect(cfg).await?)
     } else {
         Box::new(PostgresLedger::connect(cfg).await?)
-    };
-    ledger.migrate().await?;
-    Ok(ledger)
+    })
 }
 
 /// A `flows` row as both backends return it.

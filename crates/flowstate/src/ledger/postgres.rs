@@ -31,7 +31,7 @@ pub struct PostgresLedger {
 }
 
 impl PostgresLedger {
-    /// Connects a pool to `cfg.url`.
+    /// Connects a pool to `cfg.url` and applies migrations.
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Self> {
         let options = PgConnectOptions::from_str(&cfg.url)
             .map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?;
@@ -40,6 +40,7 @@ impl PostgresLedger {
             .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
             .connect_with(options)
             .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(PostgresLedger { pool })
     }
 }
@@ -48,13 +49,6 @@ impl PostgresLedger {
 impl Ledger for PostgresLedger {
     fn backend(&self) -> &'static str {
         "postgres"
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {

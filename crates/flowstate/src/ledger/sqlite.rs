@@ -1,20 +1,29 @@
 //! The embedded ledger: one SQLite file in WAL mode.
 //!
 //! SQLite allows one writer at a time. Rather than letting concurrent writers spin in SQLite's
-//! busy handler (sleeps of up to 100 ms, which wreck tail latency), all writes go through a pool
-//! of exactly one connection, where they queue fairly; reads use a separate pool and never wait
-//! for writers. `synchronous = NORMAL` is the WAL setting SQLite recommends: a crash of the
-//! process loses nothing, a power loss at most the last transactions.
+//! busy handler (sleeps of up to 100 ms, which wreck tail latency), all writes go to one writer
+//! task that owns the only write connection and **commits them in groups**: whatever requests
+//! are waiting when it becomes free run in one transaction, so a commit (and its WAL pages) is
+//! paid once per group instead of once per request. Every write is a single statement, or a
+//! statement sequence whose later steps cannot fail on the caller's input, so a rejected request
+//! (duplicate id, stale transition) rolls back only its own statement and its neighbours commit;
+//! an I/O failure rolls back the whole group and every request in it gets a retryable 503.
+//! Each caller is answered only after the group's COMMIT. Reads use a separate pool and never
+//! wait for the writer. `synchronous = NORMAL` is the WAL setting SQLite recommends: a crash of
+//! the process loses nothing, a power loss at most the last transactions.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::types::Json;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Sqlite, SqlitePool};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     FlowRow, Ledger, TransitionRow, cas_failure, delete_error, flow_columns, insert_error,
@@ -25,17 +34,220 @@ use crate::error::{Error, Result};
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
 
+/// Most requests committed in one group.
+const MAX_GROUP: usize = 256;
+
+/// Requests waiting for the writer; beyond this, callers wait to enqueue (backpressure).
+const QUEUE: usize = 4096;
+
 /// Ledger on a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
-    /// The single writer connection; writes queue here instead of in SQLite's busy handler.
-    writer: SqlitePool,
+    /// Queue of the writer task, which owns the only write connection.
+    writer: mpsc::Sender<Job>,
     /// Readers; WAL lets them run alongside the writer.
     reader: SqlitePool,
 }
 
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// One write request for the writer task.
+enum Job {
+    Insert(Flow, Reply<()>),
+    Transition(TransitionJob, Reply<(Transition, Flow)>),
+    Delete(String, bool, Reply<Vec<Flow>>),
+}
+
+struct TransitionJob {
+    flow_id: String,
+    from: String,
+    to: String,
+    metadata: Map<String, Value>,
+    at: OffsetDateTime,
+}
+
+/// The outcome of a [`Job`] inside its group, delivered once the group committed.
+enum Done {
+    Insert(Result<()>),
+    Transition(Result<(Transition, Flow)>),
+    Delete(Result<Vec<Flow>>),
+}
+
+impl Done {
+    /// Whether the failure poisons the group (I/O, corruption) rather than just this request.
+    fn is_fatal(&self) -> bool {
+        let err = match self {
+            Done::Insert(r) => r.as_ref().err(),
+            Done::Transition(r) => r.as_ref().err(),
+            Done::Delete(r) => r.as_ref().err(),
+        };
+        matches!(
+            err,
+            Some(Error::Ledger(_) | Error::LedgerUnavailable { .. })
+        )
+    }
+}
+
+impl Job {
+    async fn apply(&self, conn: &mut SqliteConnection) -> Done {
+        match self {
+            Job::Insert(flow, _) => Done::Insert(insert(conn, flow).await),
+            Job::Transition(t, _) => Done::Transition(transition(conn, t).await),
+            Job::Delete(id, recursive, _) => Done::Delete(delete(conn, id, *recursive).await),
+        }
+    }
+
+    fn deliver(self, done: Done) {
+        // A caller that went away no longer needs its answer; its write stands.
+        match (self, done) {
+            (Job::Insert(_, tx), Done::Insert(r)) => drop(tx.send(r)),
+            (Job::Transition(_, tx), Done::Transition(r)) => drop(tx.send(r)),
+            (Job::Delete(_, _, tx), Done::Delete(r)) => drop(tx.send(r)),
+            (job, _) => job.fail(&aborted("internal: outcome does not match request")),
+        }
+    }
+
+    fn fail(self, err: &Error) {
+        let again = || aborted(&err.to_string());
+        match self {
+            Job::Insert(_, tx) => drop(tx.send(Err(again()))),
+            Job::Transition(_, tx) => drop(tx.send(Err(again()))),
+            Job::Delete(_, _, tx) => drop(tx.send(Err(again()))),
+        }
+    }
+}
+
+fn aborted(reason: &str) -> Error {
+    Error::LedgerUnavailable {
+        reason: format!("write not committed: {reason}"),
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+/// The writer task: takes whatever is queued (up to [`MAX_GROUP`]) and commits it as one group.
+async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+        metrics::histogram!("flowstate_ledger_group_size").record(group.len() as f64);
+        commit_group(&mut conn, std::mem::take(&mut group)).await;
+    }
+}
+
+async fn commit_group(conn: &mut SqliteConnection, group: Vec<Job>) {
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        let e = Error::from(e);
+        group.into_iter().for_each(|job| job.fail(&e));
+        return;
+    }
+    let mut outcomes = Vec::with_capacity(group.len());
+    for job in &group {
+        let done = job.apply(conn).await;
+        if done.is_fatal() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let reason = aborted("the transaction failed");
+            tracing::error!(error = %reason, "ledger write group rolled back");
+            group.into_iter().for_each(|job| job.fail(&reason));
+            return;
+        }
+        outcomes.push(done);
+    }
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        let e = Error::from(e);
+        group.into_iter().for_each(|job| job.fail(&e));
+        return;
+    }
+    for (job, done) in group.into_iter().zip(outcomes) {
+        job.deliver(done);
+    }
+}
+
+async fn insert(conn: &mut SqliteConnection, flow: &Flow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
+         created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&flow.flow_id)
+    .bind(&flow.flow_type)
+    .bind(&flow.parent_flow_id)
+    .bind(&flow.status)
+    .bind(Json(&flow.metadata))
+    .bind(flow.created_at)
+    .bind(flow.updated_at)
+    .bind(flow.version)
+    .execute(conn)
+    .await
+    .map_err(|e| insert_error(e, flow))?;
+    Ok(())
+}
+
+/// UPDATE-if-status then INSERT history: the INSERT cannot conflict (its key is the version the
+/// UPDATE just produced), so the pair is atomic within the group without a savepoint.
+async fn transition(conn: &mut SqliteConnection, t: &TransitionJob) -> Result<(Transition, Flow)> {
+    let updated: Option<FlowRow> = sqlx::query_as(concat!(
+        "UPDATE flows SET status = ?, version = version + 1, updated_at = ? \
+         WHERE flow_id = ? AND status = ? RETURNING ",
+        flow_columns!()
+    ))
+    .bind(&t.to)
+    .bind(t.at)
+    .bind(&t.flow_id)
+    .bind(&t.from)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = updated else {
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = ?")
+                .bind(&t.flow_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Err(cas_failure(current, &t.flow_id, &t.from));
+    };
+    let flow = row.into_flow();
+    sqlx::query(
+        "INSERT INTO flow_transitions (flow_id, seq, from_status, to_status, metadata, at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&t.flow_id)
+    .bind(flow.version)
+    .bind(&t.from)
+    .bind(&t.to)
+    .bind(Json(&t.metadata))
+    .bind(t.at)
+    .execute(&mut *conn)
+    .await?;
+    Ok((recorded(&flow, &t.from, &t.to, &t.metadata, t.at), flow))
+}
+
+async fn delete(conn: &mut SqliteConnection, flow_id: &str, recursive: bool) -> Result<Vec<Flow>> {
+    let sql = if recursive {
+        concat!(
+            "WITH RECURSIVE sub(flow_id) AS ( \
+               SELECT ? UNION ALL \
+               SELECT f.flow_id FROM flows f JOIN sub ON f.parent_flow_id = sub.flow_id) \
+             DELETE FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) RETURNING ",
+            flow_columns!()
+        )
+    } else {
+        concat!(
+            "DELETE FROM flows WHERE flow_id = ? RETURNING ",
+            flow_columns!()
+        )
+    };
+    let rows: Vec<FlowRow> = sqlx::query_as(sql)
+        .bind(flow_id)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| delete_error(e, flow_id))?;
+    if rows.is_empty() {
+        return Err(Error::FlowNotFound(flow_id.to_string()));
+    }
+    Ok(rows.into_iter().map(FlowRow::into_flow).collect())
+}
+
 impl SqliteLedger {
-    /// Opens (creating if missing) the database at `cfg.url`.
+    /// Opens (creating if missing) the database at `cfg.url`, applies migrations and starts the
+    /// writer task.
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(&cfg.url)
             .map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?
@@ -44,23 +256,32 @@ impl SqliteLedger {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let acquire = Duration::from_millis(cfg.acquire_timeout_ms);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(acquire)
-            .connect_with(options.clone())
+        let mut conn = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
+
+        let in_memory = cfg.url.contains(":memory:") || cfg.url.contains("mode=memory");
+        if in_memory {
+            return Err(Error::Config(
+                "DATABASE_URL: an in-memory SQLite database cannot be shared by the writer and \
+                 the readers; use a file"
+                    .into(),
+            ));
+        }
+        let reader = SqlitePoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
+            .connect_with(options.read_only(true))
             .await?;
-        // An in-memory database exists once per connection: readers must share the writer.
-        let reader = if cfg.url.contains(":memory:") || cfg.url.contains("mode=memory") {
-            writer.clone()
-        } else {
-            SqlitePoolOptions::new()
-                .max_connections(cfg.max_connections)
-                .acquire_timeout(acquire)
-                .connect_with(options.read_only(true))
-                .await?
-        };
-        Ok(SqliteLedger { writer, reader })
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(conn, rx));
+        Ok(SqliteLedger { writer: tx, reader })
+    }
+
+    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || aborted("the writer stopped");
+        self.writer.send(job(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 }
 
@@ -70,35 +291,13 @@ impl Ledger for SqliteLedger {
         "sqlite"
     }
 
-    async fn migrate(&self) -> Result<()> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.writer)
-            .await?;
-        Ok(())
-    }
-
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
     }
 
     async fn insert_flow(&self, flow: &Flow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-             created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&flow.flow_id)
-        .bind(&flow.flow_type)
-        .bind(&flow.parent_flow_id)
-        .bind(&flow.status)
-        .bind(Json(&flow.metadata))
-        .bind(flow.created_at)
-        .bind(flow.updated_at)
-        .bind(flow.version)
-        .execute(&self.writer)
-        .await
-        .map_err(|e| insert_error(e, flow))?;
-        Ok(())
+        self.submit(|tx| Job::Insert(flow.clone(), tx)).await
     }
 
     async fn get_flow(&self, flow_id: &str) -> Result<Option<Flow>> {
@@ -143,29 +342,8 @@ impl Ledger for SqliteLedger {
     }
 
     async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<Flow>> {
-        let sql = if recursive {
-            concat!(
-                "WITH RECURSIVE sub(flow_id) AS ( \
-                   SELECT ? UNION ALL \
-                   SELECT f.flow_id FROM flows f JOIN sub ON f.parent_flow_id = sub.flow_id) \
-                 DELETE FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) RETURNING ",
-                flow_columns!()
-            )
-        } else {
-            concat!(
-                "DELETE FROM flows WHERE flow_id = ? RETURNING ",
-                flow_columns!()
-            )
-        };
-        let rows: Vec<FlowRow> = sqlx::query_as(sql)
-            .bind(flow_id)
-            .fetch_all(&self.writer)
+        self.submit(|tx| Job::Delete(flow_id.to_string(), recursive, tx))
             .await
-            .map_err(|e| delete_error(e, flow_id))?;
-        if rows.is_empty() {
-            return Err(Error::FlowNotFound(flow_id.to_string()));
-        }
-        Ok(rows.into_iter().map(FlowRow::into_flow).collect())
     }
 
     async fn transition(
@@ -176,42 +354,14 @@ impl Ledger for SqliteLedger {
         metadata: &Map<String, Value>,
         at: OffsetDateTime,
     ) -> Result<(Transition, Flow)> {
-        let mut tx = self.writer.begin().await?;
-        let updated: Option<FlowRow> = sqlx::query_as(concat!(
-            "UPDATE flows SET status = ?, version = version + 1, updated_at = ? \
-             WHERE flow_id = ? AND status = ? RETURNING ",
-            flow_columns!()
-        ))
-        .bind(to)
-        .bind(at)
-        .bind(flow_id)
-        .bind(from)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = updated else {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = ?")
-                    .bind(flow_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            tx.rollback().await?;
-            return Err(cas_failure(current, flow_id, from));
+        let job = TransitionJob {
+            flow_id: flow_id.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            metadata: metadata.clone(),
+            at,
         };
-        let flow = row.into_flow();
-        sqlx::query(
-            "INSERT INTO flow_transitions (flow_id, seq, from_status, to_status, metadata, at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(flow_id)
-        .bind(flow.version)
-        .bind(from)
-        .bind(to)
-        .bind(Json(metadata))
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok((recorded(&flow, from, to, metadata, at), flow))
+        self.submit(|tx| Job::Transition(job, tx)).await
     }
 
     async fn transitions(&self, flow_id: &str, after: i64, limit: u32) -> Result<Vec<Transition>> {

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Benchmarks flowstate on its three configurations beside the reference design's own Python hot
+# paths, all against one private Redis, in one run, so the figures can be read as ratios.
+#
+#   scripts/bench.sh [seconds-per-level] [concurrency list]
+#
+# Needs: redis-server, PostgreSQL on 127.0.0.1:5432 (scripts/test.sh sets both up), python3.
+# Output: target/bench/<timestamp>/{reference.txt,flowstate.txt}
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_PER_LEVEL="${1:-5}"
+CONC="${2:-1,16,64}"
+PORT=6390
+HTTP_PORT=18090
+PG_ADMIN="${BENCH_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/test}"
+OUT="target/bench/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+
+cargo build --release -q
+BIN=target/release/flowstate
+
+redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+  --pidfile "/tmp/flowstate-bench-redis-$PORT.pid" >/dev/null
+trap 'kill $(cat /tmp/flowstate-bench-redis-$PORT.pid) 2>/dev/null || true; kill ${SERVER_PID:-} 2>/dev/null || true' EXIT
+until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+
+# --- the reference design, measured by its own driver -----------------------------------------
+REF=../shared/bench
+if [ -f "$REF/seed_baseline.py" ]; then
+  rm -rf /tmp/flowstate-seedbench && cp -r "$REF" /tmp/flowstate-seedbench
+  python3 -m venv /tmp/flowstate-seedbench/.venv
+  /tmp/flowstate-seedbench/.venv/bin/pip install -q redis
+  /tmp/flowstate-seedbench/.venv/bin/python /tmp/flowstate-seedbench/seed_baseline.py \
+    --port "$PORT" --conc "$CONC" --seconds 3 \
+    --ops register_flow_child,transition_state,save_phase_state 2>&1 | tee "$OUT/reference.txt"
+else
+  echo "(no ../shared/bench: reference figures skipped)"
+fi
+
+# --- flowstate ----------------------------------------------------------------------------------
+run_config() { # name, env...
+  local name=$1; shift
+  echo "== $name" | tee -a "$OUT/flowstate.txt"
+  redis-cli -p "$PORT" flushall >/dev/null
+  env "$@" FLOWSTATE_LISTEN="127.0.0.1:$HTTP_PORT" RUST_LOG=warn "$BIN" serve &
+  SERVER_PID=$!
+  until curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null; do sleep 0.1; done
+  local redis_arg=()
+  [[ " $* " == *" REDIS_URL="* ]] && redis_arg=(--redis-url "redis://127.0.0.1:$PORT/0")
+  for scenario in register transition get-flow; do
+    "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
+      --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
+  done
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+DB=$(mktemp -d)
+run_config embedded DATABASE_URL="sqlite://$DB/flowstate.db"
+rm -rf "$DB"; DB=$(mktemp -d)
+run_config redis+sqlite DATABASE_URL="sqlite://$DB/flowstate.db" REDIS_URL="redis://127.0.0.1:$PORT/0"
+rm -rf "$DB"
+psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_bench CASCADE' -c 'CREATE SCHEMA flowstate_bench'
+run_config redis+postgres \
+  DATABASE_URL="${PG_ADMIN}?options=-c%20search_path%3Dflowstate_bench" REDIS_URL="redis://127.0.0.1:$PORT/0"
+psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_bench CASCADE'
+
+echo "results in $OUT"

@@ -161,6 +161,8 @@ pub struct TtlConfig {
     pub phases: BTreeMap<String, u64>,
     /// `discovery:state:{id}:phases`, the set of a flow's phases.
     pub phase_set: u64,
+    /// `discovery:state:{id}:cached_agents`, the set of a flow's agents with results.
+    pub agent_set: u64,
     /// `discovery:agents:{id}:<agent>`: agents whose name contains `analyzer`.
     pub agent_results_analyzer: u64,
     /// `discovery:agents:{id}:<agent>`: all other agents.
@@ -226,6 +228,7 @@ impl Default for TtlConfig {
                 ("completed", 86400),
             ]),
             phase_set: 86400,
+            agent_set: 86400,
             agent_results_analyzer: 3600,
             agent_results_default: 1800,
             snapshots: 604_800,
@@ -371,6 +374,7 @@ impl Config {
             ("flow_state.completed", t.flow_state.completed),
             ("flow_state.failed", t.flow_state.failed),
             ("phase_set", t.phase_set),
+            ("agent_set", t.agent_set),
             ("agent_results_analyzer", t.agent_results_analyzer),
             ("agent_results_default", t.agent_results_default),
             ("snapshots", t.snapshots),

@@ -25,6 +25,25 @@ pub enum Error {
     /// The flow does not exist.
     #[error("flow {0} not found")]
     FlowNotFound(String),
+    /// A flow's state, phase or agent results do not exist.
+    #[error("{message}")]
+    DocumentNotFound {
+        /// `state_not_found`, `phase_not_found` or `agent_results_not_found`.
+        code: &'static str,
+        /// Which document.
+        message: String,
+    },
+    /// The snapshot does not exist (or was evicted: only the newest are kept).
+    #[error("snapshot {snapshot_id} of flow {flow_id} not found")]
+    SnapshotNotFound {
+        /// The flow.
+        flow_id: String,
+        /// The snapshot asked for.
+        snapshot_id: String,
+    },
+    /// A snapshot with this id already exists for the flow.
+    #[error("snapshot {0} already exists")]
+    SnapshotExists(String),
     /// The parent named at registration does not exist.
     #[error("parent flow {0} not found")]
     ParentNotFound(String),
@@ -69,6 +88,9 @@ impl Error {
             Error::InvalidInput(_) => "invalid_input",
             Error::FlowNotFound(_) => "flow_not_found",
             Error::ParentNotFound(_) => "parent_not_found",
+            Error::DocumentNotFound { code, .. } => code,
+            Error::SnapshotNotFound { .. } => "snapshot_not_found",
+            Error::SnapshotExists(_) => "snapshot_exists",
             Error::FlowExists(_) => "flow_exists",
             Error::HasChildren(_) => "flow_has_children",
             Error::StaleTransition { .. } => "stale_transition",

@@ -36,6 +36,34 @@ impl Keys {
         format!("{}orchestrator:hierarchy:{{{parent_id}}}", self.prefix)
     }
 
+    /// Where a document lives: `cache:flow:state:{<flow_id>}`,
+    /// `discovery:phase:{<flow_id>}:<phase>` or `discovery:agents:{<flow_id>}:<agent>`.
+    pub fn document(&self, kind: crate::documents::DocKind, flow_id: &str, name: &str) -> String {
+        use crate::documents::DocKind;
+        match kind {
+            DocKind::State => format!("{}cache:flow:state:{{{flow_id}}}", self.prefix),
+            DocKind::Phase => format!("{}discovery:phase:{{{flow_id}}}:{name}", self.prefix),
+            DocKind::Agent => format!("{}discovery:agents:{{{flow_id}}}:{name}", self.prefix),
+        }
+    }
+
+    /// The set listing a flow's phases (`discovery:state:{<flow_id>}:phases`) or agents
+    /// (`discovery:state:{<flow_id>}:cached_agents`); the state has none.
+    pub fn document_index(&self, kind: crate::documents::DocKind, flow_id: &str) -> Option<String> {
+        use crate::documents::DocKind;
+        match kind {
+            DocKind::State => None,
+            DocKind::Phase => Some(format!(
+                "{}discovery:state:{{{flow_id}}}:phases",
+                self.prefix
+            )),
+            DocKind::Agent => Some(format!(
+                "{}discovery:state:{{{flow_id}}}:cached_agents",
+                self.prefix
+            )),
+        }
+    }
+
     /// `flow:transitions:{<flow_id>}`: the transitions stream.
     pub fn transitions(&self, flow_id: &str) -> String {
         format!("{}flow:transitions:{{{flow_id}}}", self.prefix)

@@ -16,23 +16,30 @@
 //!
 //! - [`flows`]: the flow registry (register, get, list, children, delete).
 //! - [`transitions`]: compare-and-set status transitions and their history.
+//! - [`state`], [`phases`], [`agents`]: a flow's state, phase states and per-flow agent
+//!   results, all [`documents`] (named JSON objects, written and read through).
 //!
 //! Around them: [`config`] (one typed configuration, env + TOML), [`error`] (typed errors with
 //! stable codes), [`ids`] (strict id validation), [`keys`] (the Redis key layout) and [`ttl`]
 //! (TTLs with multiplier and jitter). [`Flowstate`] in [`service`] wires it all together.
 
+pub mod agents;
 pub mod config;
+pub mod documents;
 pub mod error;
 pub mod flows;
 pub mod hot;
 pub mod ids;
 pub mod keys;
 pub mod ledger;
+pub mod phases;
 pub mod service;
+pub mod state;
 pub mod transitions;
 pub mod ttl;
 
 pub use config::Config;
+pub use documents::{DocKind, Document};
 pub use error::{Error, Result};
 pub use flows::{Flow, FlowFilter, FlowPage, NewFlow};
 pub use service::{Flowstate, Health};

@@ -55,6 +55,38 @@ impl Ttls {
     pub fn transitions(&self) -> u64 {
         self.effective(self.cfg.transitions)
     }
+
+    /// A document of `kind` named `name` on a flow in `flow_status`: the state by status, a
+    /// phase by its name, agent results by whether the agent is an analyzer.
+    pub fn document(&self, kind: crate::documents::DocKind, name: &str, flow_status: &str) -> u64 {
+        use crate::documents::DocKind;
+        let c = &self.cfg;
+        let base = match kind {
+            DocKind::State => match flow_status {
+                "completed" => c.flow_state.completed,
+                "failed" => c.flow_state.failed,
+                _ => c.flow_state.active,
+            },
+            DocKind::Phase => c
+                .phases
+                .get(name)
+                .or_else(|| c.phases.get("default"))
+                .copied()
+                .unwrap_or(3600),
+            DocKind::Agent if name.contains("analyzer") => c.agent_results_analyzer,
+            DocKind::Agent => c.agent_results_default,
+        };
+        self.effective(base)
+    }
+
+    /// The set listing a flow's documents of `kind` (phases, agents).
+    pub fn document_index(&self, kind: crate::documents::DocKind) -> u64 {
+        use crate::documents::DocKind;
+        match kind {
+            DocKind::Agent => self.effective(self.cfg.agent_set),
+            DocKind::State | DocKind::Phase => self.effective(self.cfg.phase_set),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +104,29 @@ mod tests {
         let seen: std::collections::HashSet<u64> = (0..200).map(|_| ttls.flow()).collect();
         assert!(seen.iter().all(|t| (2880..=3024).contains(t)));
         assert!(seen.len() > 1, "jitter spreads expiries");
+    }
+
+    #[test]
+    fn document_ttls_follow_the_reference() {
+        use crate::documents::DocKind;
+        let ttls = Ttls::new(TtlConfig {
+            jitter: 0.0,
+            ..TtlConfig::default()
+        });
+        assert_eq!(ttls.document(DocKind::State, "", "running"), 300);
+        assert_eq!(ttls.document(DocKind::State, "", "completed"), 3600);
+        assert_eq!(ttls.document(DocKind::State, "", "failed"), 1800);
+        assert_eq!(
+            ttls.document(DocKind::Phase, "technology_analysis", "x"),
+            7200
+        );
+        assert_eq!(ttls.document(DocKind::Phase, "synthesis", "x"), 1800);
+        assert_eq!(ttls.document(DocKind::Phase, "anything_else", "x"), 3600);
+        assert_eq!(
+            ttls.document(DocKind::Agent, "codebase_analyzer", "x"),
+            3600
+        );
+        assert_eq!(ttls.document(DocKind::Agent, "planner", "x"), 1800);
     }
 
     #[test]

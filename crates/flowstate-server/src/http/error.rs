@@ -48,10 +48,14 @@ impl From<flowstate::Error> for ApiError {
         use flowstate::Error as E;
         let status = match &err {
             E::InvalidId { .. } | E::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            E::FlowNotFound(_) | E::ParentNotFound(_) => StatusCode::NOT_FOUND,
-            E::FlowExists(_) | E::HasChildren(_) | E::StaleTransition { .. } => {
-                StatusCode::CONFLICT
-            }
+            E::FlowNotFound(_)
+            | E::ParentNotFound(_)
+            | E::DocumentNotFound { .. }
+            | E::SnapshotNotFound { .. } => StatusCode::NOT_FOUND,
+            E::FlowExists(_)
+            | E::HasChildren(_)
+            | E::StaleTransition { .. }
+            | E::SnapshotExists(_) => StatusCode::CONFLICT,
             E::LedgerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             E::Config(_) | E::Ledger(_) | E::Migrate(_) => {
                 tracing::error!(error = %err, "request failed unexpectedly");

@@ -1,5 +1,6 @@
 //! The HTTP API (DESIGN §5): routes, shared extractors and middleware.
 
+mod documents;
 pub mod error;
 mod flows;
 mod health;
@@ -41,6 +42,7 @@ pub fn router(service: Flowstate) -> Router {
     Router::new()
         .merge(flows::routes())
         .merge(transitions::routes())
+        .merge(documents::routes())
         .merge(health::routes())
         .route("/metrics", get(render_metrics))
         .fallback(not_found)

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod bad_input;
+mod documents;
 mod flows;
 mod redis_layout;
 mod round_trips;

@@ -1,8 +1,9 @@
-//! The embedded hot tier: an in-process cache of flow records (moka, TinyLFU with per-entry
-//! TTL), so a single `flowstate serve` needs no Redis at all.
+//! The embedded hot tier: an in-process cache of flow records and documents (moka, TinyLFU with
+//! per-entry TTL), so a single `flowstate serve` needs no Redis at all.
 //!
-//! It holds only what a reader on this instance can use: the flow records. Registry, hierarchy
-//! and transition history are served by the ledger, which is local in the embedded setup.
+//! It holds only what a reader on this instance can use: flow records and documents. Registry,
+//! hierarchy, transition history and document listings are served by the ledger, which is local
+//! in the embedded setup.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,32 +13,44 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::{CachedFlow, HotResult, HotStats, HotTier, TOMBSTONE_TTL};
+use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
+use crate::ledger::DeletedFlow;
 use crate::transitions::Transition;
 use crate::ttl::Ttls;
 
 /// Entries kept at most; the least useful are evicted first.
 const MAX_ENTRIES: u64 = 100_000;
 
-#[derive(Clone)]
-struct Entry {
+struct Entry<T> {
     version: i64,
     /// `None` is a tombstone.
-    flow: Option<Arc<Flow>>,
+    value: Option<Arc<T>>,
     ttl: Duration,
+}
+
+// Not derived: cloning shares the `Arc`, so `T` itself need not be `Clone`.
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Entry {
+            version: self.version,
+            value: self.value.clone(),
+            ttl: self.ttl,
+        }
+    }
 }
 
 struct EntryTtl;
 
-impl moka::Expiry<String, Entry> for EntryTtl {
-    fn expire_after_create(&self, _: &String, entry: &Entry, _: Instant) -> Option<Duration> {
+impl<K, T> moka::Expiry<K, Entry<T>> for EntryTtl {
+    fn expire_after_create(&self, _: &K, entry: &Entry<T>, _: Instant) -> Option<Duration> {
         Some(entry.ttl)
     }
 
     fn expire_after_update(
         &self,
-        _: &String,
-        entry: &Entry,
+        _: &K,
+        entry: &Entry<T>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -45,9 +58,25 @@ impl moka::Expiry<String, Entry> for EntryTtl {
     }
 }
 
+type DocKey = (DocKind, String, String);
+
+/// Stores `entry` under `key` unless a newer or equal version is cached (`force` stores
+/// regardless).
+fn put<K, T>(cache: &Cache<K, Entry<T>>, key: K, entry: Entry<T>, force: bool)
+where
+    K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
+    T: Send + Sync + 'static,
+{
+    cache.entry(key).and_compute_with(|current| match current {
+        Some(cur) if !force && cur.value().version >= entry.version => Op::Nop,
+        _ => Op::Put(entry),
+    });
+}
+
 /// In-process hot tier.
 pub struct MemoryHot {
-    flows: Cache<String, Entry>,
+    flows: Cache<String, Entry<Flow>>,
+    documents: Cache<DocKey, Entry<Document>>,
     ttls: Ttls,
 }
 
@@ -59,26 +88,21 @@ impl MemoryHot {
                 .max_capacity(MAX_ENTRIES)
                 .expire_after(EntryTtl)
                 .build(),
+            documents: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .expire_after(EntryTtl)
+                .build(),
             ttls,
         }
     }
 
-    /// Stores `entry` unless a newer or equal version is cached (`force` stores regardless).
-    fn put(&self, flow_id: &str, entry: Entry, force: bool) {
-        self.flows
-            .entry(flow_id.to_string())
-            .and_compute_with(|current| match current {
-                Some(cur) if !force && cur.value().version >= entry.version => Op::Nop,
-                _ => Op::Put(entry),
-            });
-    }
-
-    fn entry_for(&self, flow: &Flow) -> Entry {
-        Entry {
+    fn put_flow(&self, flow: &Flow, force: bool) {
+        let entry = Entry {
             version: flow.version,
-            flow: Some(Arc::new(flow.clone())),
+            value: Some(Arc::new(flow.clone())),
             ttl: Duration::from_secs(self.ttls.flow()),
-        }
+        };
+        put(&self.flows, flow.flow_id.clone(), entry, force);
     }
 }
 
@@ -97,39 +121,79 @@ impl HotTier for MemoryHot {
     }
 
     async fn register_flow(&self, flow: &Flow) -> HotResult<()> {
-        self.put(&flow.flow_id, self.entry_for(flow), true);
+        self.put_flow(flow, true);
         Ok(())
     }
 
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
-        self.put(&flow.flow_id, self.entry_for(flow), false);
+        self.put_flow(flow, false);
         Ok(())
     }
 
     async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow> {
         Ok(match self.flows.get(flow_id) {
             None => CachedFlow::Missing,
-            Some(Entry { flow: None, .. }) => CachedFlow::Deleted,
+            Some(Entry { value: None, .. }) => CachedFlow::Deleted,
             Some(Entry {
-                flow: Some(flow), ..
+                value: Some(flow), ..
             }) => CachedFlow::Present(Flow::clone(&flow)),
         })
     }
 
     async fn record_transition(&self, flow: &Flow, _transition: &Transition) -> HotResult<()> {
-        self.put(&flow.flow_id, self.entry_for(flow), false);
+        self.put_flow(flow, false);
         Ok(())
     }
 
-    async fn remove_flows(&self, flows: &[Flow]) -> HotResult<()> {
-        for flow in flows {
+    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()> {
+        for deleted in flows {
+            let id = &deleted.flow.flow_id;
             let tombstone = Entry {
                 version: i64::MAX,
-                flow: None,
+                value: None,
                 ttl: TOMBSTONE_TTL,
             };
-            self.put(&flow.flow_id, tombstone, true);
+            put(&self.flows, id.clone(), tombstone, true);
+            for (kind, name) in &deleted.documents {
+                self.documents
+                    .invalidate(&(*kind, id.clone(), name.clone()));
+            }
         }
         Ok(())
+    }
+
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        doc: &Document,
+        flow_status: &str,
+        fresh: bool,
+    ) -> HotResult<()> {
+        let entry = Entry {
+            version: doc.version,
+            value: Some(Arc::new(doc.clone())),
+            ttl: Duration::from_secs(self.ttls.document(kind, &doc.name, flow_status)),
+        };
+        let key = (kind, doc.flow_id.clone(), doc.name.clone());
+        put(&self.documents, key, entry, false);
+        if fresh && kind == DocKind::Phase {
+            self.documents
+                .invalidate(&(DocKind::State, doc.flow_id.clone(), String::new()));
+        }
+        Ok(())
+    }
+
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> HotResult<Option<Document>> {
+        let key = (kind, flow_id.to_string(), name.to_string());
+        Ok(self
+            .documents
+            .get(&key)
+            .and_then(|e| e.value)
+            .map(|d| Document::clone(&d)))
     }
 }

@@ -9,6 +9,7 @@
 //! cache repopulation cannot overwrite a fresher write, and a deleted flow leaves a short-lived
 //! tombstone so a repopulation racing the delete cannot bring it back.
 
+pub mod codec;
 mod memory;
 mod redis;
 
@@ -16,7 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
+use crate::ledger::DeletedFlow;
 use crate::transitions::Transition;
 
 pub use self::memory::MemoryHot;
@@ -102,6 +105,25 @@ pub trait HotTier: Send + Sync + 'static {
     async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()>;
 
     /// Forgets deleted flows: tombstones their records, removes them from the registry and the
-    /// hierarchy, drops their transitions streams.
-    async fn remove_flows(&self, flows: &[Flow]) -> HotResult<()>;
+    /// hierarchy, drops their transitions streams and documents.
+    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()>;
+
+    /// Caches a document unless a newer version is cached. `flow_status` picks the state TTL;
+    /// `fresh` marks a new write (which indexes the document and, for a phase, invalidates the
+    /// flow's cached state) as opposed to a repopulation after a miss.
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        doc: &Document,
+        flow_status: &str,
+        fresh: bool,
+    ) -> HotResult<()>;
+
+    /// The cached document, if any.
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> HotResult<Option<Document>>;
 }

@@ -18,19 +18,23 @@ use ::redis::{Client, ErrorKind, Pipeline, Script, ServerErrorKind};
 use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
 
-use super::{CachedFlow, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL};
+use super::{CachedFlow, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL, codec};
 use crate::config::RedisConfig;
+use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
 use crate::keys::Keys;
+use crate::ledger::DeletedFlow;
 use crate::transitions::Transition;
 use crate::ttl::Ttls;
 
 const PUT_FLOW_SRC: &str = include_str!("scripts/put_flow.lua");
 const RECORD_TRANSITION_SRC: &str = include_str!("scripts/record_transition.lua");
+const PUT_DOCUMENT_SRC: &str = include_str!("scripts/put_document.lua");
 /// Every script, for loading them all up front.
-const SCRIPTS: &[&str] = &[PUT_FLOW_SRC, RECORD_TRANSITION_SRC];
+const SCRIPTS: &[&str] = &[PUT_FLOW_SRC, RECORD_TRANSITION_SRC, PUT_DOCUMENT_SRC];
 static PUT_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_FLOW_SRC));
 static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_TRANSITION_SRC));
+static PUT_DOCUMENT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOCUMENT_SRC));
 
 /// Version written into tombstones: above any real flow version, exact as a Lua number.
 const TOMBSTONE_VERSION: i64 = 1 << 53;
@@ -223,9 +227,19 @@ impl HotTier for RedisHot {
         self.run(&pipe, &[RECORD_TRANSITION_SRC]).await
     }
 
-    async fn remove_flows(&self, flows: &[Flow]) -> HotResult<()> {
+    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
-        for flow in flows {
+        for deleted in flows {
+            let flow = &deleted.flow;
+            for (kind, name) in &deleted.documents {
+                pipe.del(self.keys.document(*kind, &flow.flow_id, name))
+                    .ignore();
+            }
+            for kind in [DocKind::Phase, DocKind::Agent] {
+                if let Some(index) = self.keys.document_index(kind, &flow.flow_id) {
+                    pipe.del(index).ignore();
+                }
+            }
             let key = self.keys.flow(&flow.flow_id);
             pipe.del(&key).ignore();
             pipe.hset_multiple(
@@ -246,5 +260,72 @@ impl HotTier for RedisHot {
             pipe.del(self.keys.transitions(&flow.flow_id)).ignore();
         }
         self.run(&pipe, &[]).await
+    }
+
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        doc: &Document,
+        flow_status: &str,
+        fresh: bool,
+    ) -> HotResult<()> {
+        let key = self.keys.document(kind, &doc.flow_id, &doc.name);
+        let payload = codec::Payload {
+            saved_at: doc.saved_at,
+            body: doc.body.clone(),
+        };
+        let value = codec::encode(doc.version, &payload).map_err(|reason| HotError::Corrupt {
+            key: key.clone(),
+            reason,
+        })?;
+        let index = self
+            .keys
+            .document_index(kind, &doc.flow_id)
+            .filter(|_| fresh);
+        let invalidate = (fresh && kind == DocKind::Phase)
+            .then(|| self.keys.document(DocKind::State, &doc.flow_id, ""));
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(PUT_DOCUMENT.get_hash())
+            .arg(3)
+            .arg(&key)
+            .arg(index.as_deref().unwrap_or(&key))
+            .arg(invalidate.as_deref().unwrap_or(&key))
+            .arg(doc.version)
+            .arg(value)
+            .arg(self.ttls.document(kind, &doc.name, flow_status))
+            .arg(if index.is_some() {
+                doc.name.as_str()
+            } else {
+                ""
+            })
+            .arg(self.ttls.document_index(kind))
+            .arg(if invalidate.is_some() { "1" } else { "0" })
+            .ignore();
+        self.run(&pipe, &[PUT_DOCUMENT_SRC]).await
+    }
+
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> HotResult<Option<Document>> {
+        let key = self.keys.document(kind, flow_id, name);
+        let mut conn = self.conn();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let value: Option<Vec<u8>> = ::redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let (version, payload) =
+            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+        Ok(Some(Document {
+            flow_id: flow_id.to_string(),
+            name: name.to_string(),
+            body: payload.body,
+            saved_at: payload.saved_at,
+            version,
+        }))
     }
 }

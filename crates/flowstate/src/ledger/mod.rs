@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use crate::config::DatabaseConfig;
+use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
@@ -49,9 +50,32 @@ pub trait Ledger: Send + Sync + 'static {
     /// Child ids of a flow (direct, or the whole subtree breadth-first when `recursive`).
     async fn children(&self, flow_id: &str, recursive: bool) -> Result<Vec<String>>;
 
-    /// Deletes a flow (and its subtree when `recursive`) with its transitions, returning the
-    /// deleted flows. [`Error::HasChildren`] when it has children and not `recursive`.
-    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<Flow>>;
+    /// Deletes a flow (and its subtree when `recursive`) with everything attached to it,
+    /// returning what was deleted (so the hot tier can forget it). [`Error::HasChildren`] when
+    /// it has children and not `recursive`.
+    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>>;
+
+    /// Creates or replaces a document; returns it (with its new version) and the flow's status.
+    /// [`Error::FlowNotFound`] when the flow does not exist.
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+        body: &Map<String, Value>,
+        at: OffsetDateTime,
+    ) -> Result<(Document, String)>;
+
+    /// A document and its flow's status.
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> Result<Option<(Document, String)>>;
+
+    /// Names of a flow's documents of one kind, sorted.
+    async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>>;
 
     /// Compare-and-set transition: status `from` -> `to`, version + 1, history row; all or
     /// nothing. [`Error::StaleTransition`] or [`Error::FlowNotFound`] otherwise.
@@ -105,6 +129,101 @@ impl FlowRow {
         }
     }
 }
+
+/// A deleted flow and the documents that went with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeletedFlow {
+    /// The flow as it was.
+    pub flow: Flow,
+    /// Its documents (kind, name).
+    pub documents: Vec<(DocKind, String)>,
+}
+
+/// Groups `(flow_id, kind, name)` rows under the deleted flows they belong to.
+fn attach_documents(flows: Vec<Flow>, docs: Vec<(String, String, String)>) -> Vec<DeletedFlow> {
+    let mut deleted: Vec<DeletedFlow> = flows
+        .into_iter()
+        .map(|flow| DeletedFlow {
+            flow,
+            documents: Vec::new(),
+        })
+        .collect();
+    for (flow_id, kind, name) in docs {
+        if let (Some(d), Some(kind)) = (
+            deleted.iter_mut().find(|d| d.flow.flow_id == flow_id),
+            DocKind::parse(&kind),
+        ) {
+            d.documents.push((kind, name));
+        }
+    }
+    deleted
+}
+
+/// A `flow_documents` row joined with its flow's status.
+#[derive(sqlx::FromRow)]
+struct DocumentRow {
+    flow_id: String,
+    name: String,
+    body: Json<Map<String, Value>>,
+    saved_at: OffsetDateTime,
+    version: i64,
+    status: String,
+}
+
+impl DocumentRow {
+    fn into_document(self) -> (Document, String) {
+        (
+            Document {
+                flow_id: self.flow_id,
+                name: self.name,
+                body: self.body.0,
+                saved_at: self.saved_at,
+                version: self.version,
+            },
+            self.status,
+        )
+    }
+}
+
+/// The subtree of `$1` (itself included) as CTE `sub(flow_id)`, for deletes.
+macro_rules! subtree {
+    (recursive) => {
+        "WITH RECURSIVE sub(flow_id) AS (SELECT $1 UNION ALL \
+         SELECT f.flow_id FROM flows f JOIN sub ON f.parent_flow_id = sub.flow_id) "
+    };
+    (single) => {
+        "WITH sub(flow_id) AS (SELECT CAST($1 AS TEXT)) "
+    };
+}
+use subtree;
+
+/// Statements of a delete, for a subtree or a single flow: list the documents, then delete.
+macro_rules! delete_statements {
+    ($mode:ident) => {
+        (
+            concat!(
+                subtree!($mode),
+                "SELECT flow_id, kind, name FROM flow_documents \
+                 WHERE flow_id IN (SELECT flow_id FROM sub)"
+            ),
+            concat!(
+                subtree!($mode),
+                "DELETE FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) RETURNING ",
+                flow_columns!()
+            ),
+        )
+    };
+}
+use delete_statements;
+
+/// SQL of a document read (shared: `$n` placeholders work in SQLite too).
+const GET_DOCUMENT: &str = "SELECT d.flow_id, d.name, d.body, d.saved_at, d.version, f.status \
+     FROM flow_documents d JOIN flows f ON f.flow_id = d.flow_id \
+     WHERE d.flow_id = $1 AND d.kind = $2 AND d.name = $3";
+
+/// SQL of a document listing.
+const LIST_DOCUMENTS: &str =
+    "SELECT name FROM flow_documents WHERE flow_id = $1 AND kind = $2 ORDER BY name";
 
 /// A `flow_transitions` row.
 #[derive(sqlx::FromRow)]

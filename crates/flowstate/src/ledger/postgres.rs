@@ -16,10 +16,12 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use super::{
-    FlowRow, Ledger, TransitionRow, cas_failure, delete_error, flow_columns, insert_error,
-    push_filters, recorded,
+    DeletedFlow, DocumentRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, Ledger, TransitionRow,
+    attach_documents, cas_failure, delete_error, delete_statements, flow_columns, insert_error,
+    push_filters, recorded, subtree,
 };
 use crate::config::DatabaseConfig;
+use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
@@ -116,30 +118,87 @@ impl Ledger for PostgresLedger {
             .await?)
     }
 
-    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<Flow>> {
-        let sql = if recursive {
-            concat!(
-                "WITH RECURSIVE sub(flow_id) AS ( \
-                   SELECT $1::text UNION ALL \
-                   SELECT f.flow_id FROM flows f JOIN sub ON f.parent_flow_id = sub.flow_id) \
-                 DELETE FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) RETURNING ",
-                flow_columns!()
-            )
+    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>> {
+        let (list_docs, delete) = if recursive {
+            delete_statements!(recursive)
         } else {
-            concat!(
-                "DELETE FROM flows WHERE flow_id = $1 RETURNING ",
-                flow_columns!()
-            )
+            delete_statements!(single)
         };
-        let rows: Vec<FlowRow> = sqlx::query_as(sql)
+        let mut tx = self.pool.begin().await?;
+        let docs: Vec<(String, String, String)> = sqlx::query_as(list_docs)
             .bind(flow_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
+            .await?;
+        let rows: Vec<FlowRow> = sqlx::query_as(delete)
+            .bind(flow_id)
+            .fetch_all(&mut *tx)
             .await
             .map_err(|e| delete_error(e, flow_id))?;
         if rows.is_empty() {
             return Err(Error::FlowNotFound(flow_id.to_string()));
         }
-        Ok(rows.into_iter().map(FlowRow::into_flow).collect())
+        tx.commit().await?;
+        let flows = rows.into_iter().map(FlowRow::into_flow).collect();
+        Ok(attach_documents(flows, docs))
+    }
+
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+        body: &Map<String, Value>,
+        at: OffsetDateTime,
+    ) -> Result<(Document, String)> {
+        // One statement: the upsert, and the flow's status read in the same snapshot.
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "WITH up AS (INSERT INTO flow_documents (flow_id, kind, name, body, saved_at, version) \
+               SELECT flow_id, $2, $3, $4, $5, 1 FROM flows WHERE flow_id = $1 \
+               ON CONFLICT (flow_id, kind, name) DO UPDATE \
+               SET body = excluded.body, saved_at = excluded.saved_at, \
+                   version = flow_documents.version + 1 \
+               RETURNING version) \
+             SELECT up.version, f.status FROM up, flows f WHERE f.flow_id = $1",
+        )
+        .bind(flow_id)
+        .bind(kind.as_str())
+        .bind(name)
+        .bind(Json(body))
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (version, status) = row.ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
+        let doc = Document {
+            flow_id: flow_id.to_string(),
+            name: name.to_string(),
+            body: body.clone(),
+            saved_at: at,
+            version,
+        };
+        Ok((doc, status))
+    }
+
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> Result<Option<(Document, String)>> {
+        let row: Option<DocumentRow> = sqlx::query_as(GET_DOCUMENT)
+            .bind(flow_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(DocumentRow::into_document))
+    }
+
+    async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(LIST_DOCUMENTS)
+            .bind(flow_id)
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn transition(

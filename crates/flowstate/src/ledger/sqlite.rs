@@ -26,10 +26,12 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    FlowRow, Ledger, TransitionRow, cas_failure, delete_error, flow_columns, insert_error,
-    push_filters, recorded,
+    DeletedFlow, DocumentRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, Ledger, TransitionRow,
+    attach_documents, cas_failure, delete_error, delete_statements, flow_columns, insert_error,
+    push_filters, recorded, subtree,
 };
 use crate::config::DatabaseConfig;
+use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
@@ -55,7 +57,16 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 enum Job {
     Insert(Flow, Reply<()>),
     Transition(TransitionJob, Reply<(Transition, Flow)>),
-    Delete(String, bool, Reply<Vec<Flow>>),
+    Delete(String, bool, Reply<Vec<DeletedFlow>>),
+    PutDocument(DocumentJob, Reply<(Document, String)>),
+}
+
+struct DocumentJob {
+    kind: DocKind,
+    flow_id: String,
+    name: String,
+    body: Map<String, Value>,
+    at: OffsetDateTime,
 }
 
 struct TransitionJob {
@@ -70,7 +81,8 @@ struct TransitionJob {
 enum Done {
     Insert(Result<()>),
     Transition(Result<(Transition, Flow)>),
-    Delete(Result<Vec<Flow>>),
+    Delete(Result<Vec<DeletedFlow>>),
+    PutDocument(Result<(Document, String)>),
 }
 
 impl Done {
@@ -80,6 +92,7 @@ impl Done {
             Done::Insert(r) => r.as_ref().err(),
             Done::Transition(r) => r.as_ref().err(),
             Done::Delete(r) => r.as_ref().err(),
+            Done::PutDocument(r) => r.as_ref().err(),
         };
         matches!(
             err,
@@ -94,6 +107,7 @@ impl Job {
             Job::Insert(flow, _) => Done::Insert(insert(conn, flow).await),
             Job::Transition(t, _) => Done::Transition(transition(conn, t).await),
             Job::Delete(id, recursive, _) => Done::Delete(delete(conn, id, *recursive).await),
+            Job::PutDocument(d, _) => Done::PutDocument(put_document(conn, d).await),
         }
     }
 
@@ -103,6 +117,7 @@ impl Job {
             (Job::Insert(_, tx), Done::Insert(r)) => drop(tx.send(r)),
             (Job::Transition(_, tx), Done::Transition(r)) => drop(tx.send(r)),
             (Job::Delete(_, _, tx), Done::Delete(r)) => drop(tx.send(r)),
+            (Job::PutDocument(_, tx), Done::PutDocument(r)) => drop(tx.send(r)),
             (job, _) => job.fail(&aborted("internal: outcome does not match request")),
         }
     }
@@ -113,6 +128,7 @@ impl Job {
             Job::Insert(_, tx) => drop(tx.send(Err(again()))),
             Job::Transition(_, tx) => drop(tx.send(Err(again()))),
             Job::Delete(_, _, tx) => drop(tx.send(Err(again()))),
+            Job::PutDocument(_, tx) => drop(tx.send(Err(again()))),
         }
     }
 }
@@ -219,30 +235,61 @@ async fn transition(conn: &mut SqliteConnection, t: &TransitionJob) -> Result<(T
     Ok((recorded(&flow, &t.from, &t.to, &t.metadata, t.at), flow))
 }
 
-async fn delete(conn: &mut SqliteConnection, flow_id: &str, recursive: bool) -> Result<Vec<Flow>> {
-    let sql = if recursive {
-        concat!(
-            "WITH RECURSIVE sub(flow_id) AS ( \
-               SELECT ? UNION ALL \
-               SELECT f.flow_id FROM flows f JOIN sub ON f.parent_flow_id = sub.flow_id) \
-             DELETE FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) RETURNING ",
-            flow_columns!()
-        )
+async fn delete(
+    conn: &mut SqliteConnection,
+    flow_id: &str,
+    recursive: bool,
+) -> Result<Vec<DeletedFlow>> {
+    let (list_docs, delete) = if recursive {
+        delete_statements!(recursive)
     } else {
-        concat!(
-            "DELETE FROM flows WHERE flow_id = ? RETURNING ",
-            flow_columns!()
-        )
+        delete_statements!(single)
     };
-    let rows: Vec<FlowRow> = sqlx::query_as(sql)
+    let docs: Vec<(String, String, String)> = sqlx::query_as(list_docs)
         .bind(flow_id)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
+        .await?;
+    let rows: Vec<FlowRow> = sqlx::query_as(delete)
+        .bind(flow_id)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|e| delete_error(e, flow_id))?;
     if rows.is_empty() {
         return Err(Error::FlowNotFound(flow_id.to_string()));
     }
-    Ok(rows.into_iter().map(FlowRow::into_flow).collect())
+    let flows = rows.into_iter().map(FlowRow::into_flow).collect();
+    Ok(attach_documents(flows, docs))
+}
+
+/// SQL of a document upsert; the version grows by one per write.
+const PUT_DOCUMENT: &str = "INSERT INTO flow_documents (flow_id, kind, name, body, saved_at, version) \
+     VALUES ($1, $2, $3, $4, $5, 1) \
+     ON CONFLICT (flow_id, kind, name) DO UPDATE \
+     SET body = excluded.body, saved_at = excluded.saved_at, version = flow_documents.version + 1 \
+     RETURNING version";
+
+async fn put_document(conn: &mut SqliteConnection, d: &DocumentJob) -> Result<(Document, String)> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = $1")
+        .bind(&d.flow_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let status = status.ok_or_else(|| Error::FlowNotFound(d.flow_id.clone()))?;
+    let version: i64 = sqlx::query_scalar(PUT_DOCUMENT)
+        .bind(&d.flow_id)
+        .bind(d.kind.as_str())
+        .bind(&d.name)
+        .bind(Json(&d.body))
+        .bind(d.at)
+        .fetch_one(&mut *conn)
+        .await?;
+    let doc = Document {
+        flow_id: d.flow_id.clone(),
+        name: d.name.clone(),
+        body: d.body.clone(),
+        saved_at: d.at,
+        version,
+    };
+    Ok((doc, status))
 }
 
 impl SqliteLedger {
@@ -341,7 +388,7 @@ impl Ledger for SqliteLedger {
             .await?)
     }
 
-    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<Flow>> {
+    async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>> {
         self.submit(|tx| Job::Delete(flow_id.to_string(), recursive, tx))
             .await
     }
@@ -362,6 +409,47 @@ impl Ledger for SqliteLedger {
             at,
         };
         self.submit(|tx| Job::Transition(job, tx)).await
+    }
+
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+        body: &Map<String, Value>,
+        at: OffsetDateTime,
+    ) -> Result<(Document, String)> {
+        let job = DocumentJob {
+            kind,
+            flow_id: flow_id.to_string(),
+            name: name.to_string(),
+            body: body.clone(),
+            at,
+        };
+        self.submit(|tx| Job::PutDocument(job, tx)).await
+    }
+
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> Result<Option<(Document, String)>> {
+        let row: Option<DocumentRow> = sqlx::query_as(GET_DOCUMENT)
+            .bind(flow_id)
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(DocumentRow::into_document))
+    }
+
+    async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(LIST_DOCUMENTS)
+            .bind(flow_id)
+            .bind(kind.as_str())
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     async fn transitions(&self, flow_id: &str, after: i64, limit: u32) -> Result<Vec<Transition>> {

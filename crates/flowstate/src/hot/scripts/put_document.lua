@@ -1,0 +1,18 @@
+-- Caches a document (see hot/codec.rs for the envelope) unless the cache holds a newer or equal
+-- version. A fresh write also adds the document to its flow's index set and, for a phase,
+-- invalidates the flow's cached state.
+-- KEYS[1] document, KEYS[2] index set (or KEYS[1] when none), KEYS[3] key to invalidate (or KEYS[1])
+-- ARGV: version, value, ttl, index member ('' = no index), index ttl, invalidate ('1' or '0')
+local stored = redis.call('GET', KEYS[1])
+if stored and tonumber(string.sub(stored, 2, 21)) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+if ARGV[6] == '1' then
+  redis.call('DEL', KEYS[3])
+end
+return 1

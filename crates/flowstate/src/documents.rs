@@ -105,7 +105,7 @@ impl Flowstate {
             .put_document(kind, flow_id, name, &body, crate::flows::now())
             .await?;
         self.hot_write(
-            "put_document",
+            "documents.put",
             self.hot().put_document(kind, &doc, &status, true),
         )
         .await;
@@ -124,7 +124,10 @@ impl Flowstate {
             ids::validate(kind.name_field(), name)?;
         }
         if let Some(Some(doc)) = self
-            .hot_read("get_document", self.hot().get_document(kind, flow_id, name))
+            .hot_read(
+                "documents.get",
+                self.hot().get_document(kind, flow_id, name),
+            )
             .await
         {
             return Ok(doc);
@@ -132,7 +135,7 @@ impl Flowstate {
         match self.ledger().get_document(kind, flow_id, name).await? {
             Some((doc, status)) => {
                 self.hot_write(
-                    "cache_document",
+                    "documents.cache",
                     self.hot().put_document(kind, &doc, &status, false),
                 )
                 .await;

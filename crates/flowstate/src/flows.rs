@@ -121,7 +121,7 @@ impl Flowstate {
             version: 1,
         };
         self.ledger().insert_flow(&flow).await?;
-        self.hot_write("register_flow", self.hot().register_flow(&flow))
+        self.hot_write("flows.register", self.hot().register_flow(&flow))
             .await;
         Ok(flow)
     }
@@ -130,7 +130,7 @@ impl Flowstate {
     pub async fn get_flow(&self, flow_id: &str) -> Result<Flow> {
         ids::validate("flow_id", flow_id)?;
         match self
-            .hot_read("get_flow", self.hot().get_flow(flow_id))
+            .hot_read("flows.get", self.hot().get_flow(flow_id))
             .await
         {
             Some(CachedFlow::Present(flow)) => return Ok(flow),
@@ -142,7 +142,7 @@ impl Flowstate {
             .get_flow(flow_id)
             .await?
             .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
-        self.hot_write("cache_flow", self.hot().cache_flow(&flow))
+        self.hot_write("flows.cache", self.hot().cache_flow(&flow))
             .await;
         Ok(flow)
     }
@@ -198,7 +198,7 @@ impl Flowstate {
     pub async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<()> {
         ids::validate("flow_id", flow_id)?;
         let deleted = self.ledger().delete_flow(flow_id, recursive).await?;
-        self.hot_write("delete_flow", self.hot().remove_flows(&deleted))
+        self.hot_write("flows.delete", self.hot().remove_flows(&deleted))
             .await;
         Ok(())
     }

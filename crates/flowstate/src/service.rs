@@ -3,14 +3,16 @@
 //! The ledger is authoritative; the hot tier is an accelerator whose failures are logged and
 //! counted but never fail a request (writes already landed in the ledger, reads fall through).
 
+use std::cell::Cell;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::fallbacks::{FallbackLog, FallbackRecord};
 use crate::hot::{HotError, HotResult, HotStats, HotTier, MemoryHot, RedisHot};
 use crate::keys::Keys;
 use crate::ledger::{self, Ledger};
@@ -26,6 +28,25 @@ struct Inner {
     config: Config,
     ledger: Box<dyn Ledger>,
     hot: Box<dyn HotTier>,
+    fallbacks: FallbackLog,
+}
+
+/// How often counted fallbacks are written to the ledger.
+const FALLBACK_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+tokio::task_local! {
+    /// Set when the request running in this task was served without the hot tier.
+    static DEGRADED: Cell<bool>;
+}
+
+/// Runs `fut` (one request) and tells whether any part of it fell back to the ledger.
+pub async fn track_degraded<F: Future>(fut: F) -> (F::Output, bool) {
+    DEGRADED
+        .scope(Cell::new(false), async {
+            let out = fut.await;
+            (out, DEGRADED.with(Cell::get))
+        })
+        .await
 }
 
 /// Health of both tiers.
@@ -76,11 +97,13 @@ impl Flowstate {
                 config,
                 ledger,
                 hot,
+                fallbacks: FallbackLog::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {
             tracing::warn!(error = %e, "hot tier not reachable at startup; serving from the ledger until it is");
         }
+        tokio::spawn(flush_fallbacks(Arc::downgrade(&service.inner)));
         Ok(service)
     }
 
@@ -120,6 +143,21 @@ impl Flowstate {
         }
     }
 
+    /// Whether the hot tier is being bypassed right now (circuit breaker open).
+    pub fn is_degraded(&self) -> bool {
+        self.hot().stats().breaker_open
+    }
+
+    /// The newest fallback log rows (flushed to the ledger about once a second).
+    pub async fn fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {
+        if limit == 0 || limit > 1000 {
+            return Err(crate::Error::InvalidInput(
+                "limit must be within 1..=1000".into(),
+            ));
+        }
+        self.ledger().list_fallbacks(limit).await
+    }
+
     /// Whether the ledger answers (readiness).
     pub async fn ready(&self) -> Result<()> {
         self.ledger().ping().await
@@ -141,7 +179,7 @@ impl Flowstate {
         fut: impl Future<Output = HotResult<()>>,
     ) {
         if let Err(e) = fut.await {
-            hot_failure(op, &e);
+            self.hot_failure(op, &e);
         }
     }
 
@@ -154,16 +192,40 @@ impl Flowstate {
         match fut.await {
             Ok(v) => Some(v),
             Err(e) => {
-                hot_failure(op, &e);
+                self.hot_failure(op, &e);
                 None
             }
         }
     }
+
+    /// Counts a fallback (metrics, fallback log) and marks the request degraded.
+    fn hot_failure(&self, op: &'static str, e: &HotError) {
+        let reason = e.reason();
+        metrics::counter!("flowstate_fallbacks_total", "operation" => op, "reason" => reason)
+            .increment(1);
+        self.inner.fallbacks.record(op, reason, e);
+        let _ = DEGRADED.try_with(|d| d.set(true));
+        if matches!(e, HotError::Unavailable) {
+            tracing::debug!(operation = op, "hot tier bypassed (breaker open)");
+        } else {
+            tracing::warn!(operation = op, reason, error = %e, "hot tier call failed; ledger serves");
+        }
+    }
 }
 
-fn hot_failure(op: &'static str, e: &HotError) {
-    let reason = if e.is_timeout() { "timeout" } else { "error" };
-    metrics::counter!("flowstate_hot_tier_failures_total", "operation" => op, "reason" => reason)
-        .increment(1);
-    tracing::warn!(operation = op, reason, error = %e, "hot tier call failed; ledger serves");
+/// Writes counted fallbacks to the ledger every [`FALLBACK_FLUSH_EVERY`]; ends with the service.
+async fn flush_fallbacks(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(FALLBACK_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let rows = inner.fallbacks.drain();
+        if rows.is_empty() {
+            continue;
+        }
+        if let Err(e) = inner.ledger.record_fallbacks(&rows).await {
+            tracing::warn!(error = %e, rows = rows.len(), "cannot write the fallback log");
+        }
+    }
 }

@@ -61,7 +61,7 @@ impl Flowstate {
             .transition(flow_id, &req.from, &req.to, &metadata, flows::now())
             .await?;
         self.hot_write(
-            "transition",
+            "transitions.record",
             self.hot().record_transition(&flow, &transition),
         )
         .await;

@@ -15,6 +15,22 @@ pub(super) fn routes() -> Router<Flowstate> {
         .route("/healthz", get(alive))
         .route("/readyz", get(ready))
         .route("/v1/health", get(health))
+        .route("/v1/fallbacks", get(fallbacks))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+/// The fallback log, newest first.
+async fn fallbacks(
+    State(fs): State<Flowstate>,
+    super::ApiQuery(q): super::ApiQuery<Limit>,
+) -> Result<Response, ApiError> {
+    let rows = fs.fallbacks(q.limit.unwrap_or(100)).await?;
+    Ok(Json(serde_json::json!({ "fallbacks": rows })).into_response())
 }
 
 /// The process is up.

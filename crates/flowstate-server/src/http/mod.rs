@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -48,6 +49,10 @@ pub fn router(service: Flowstate) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            service.clone(),
+            mark_degraded,
+        ))
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
@@ -88,6 +93,19 @@ async fn track_metrics(req: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("flowstate_http_request_duration_seconds", "method" => method, "path" => path)
         .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Header on every response served (in part) without the hot tier.
+pub const DEGRADED_HEADER: &str = "flowstate-degraded";
+
+async fn mark_degraded(State(service): State<Flowstate>, req: Request, next: Next) -> Response {
+    let (mut response, fell_back) = flowstate::track_degraded(next.run(req)).await;
+    if fell_back || service.is_degraded() {
+        response
+            .headers_mut()
+            .insert(DEGRADED_HEADER, HeaderValue::from_static("hot-tier"));
+    }
     response
 }
 

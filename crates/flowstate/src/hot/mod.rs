@@ -9,6 +9,7 @@
 //! cache repopulation cannot overwrite a fresher write, and a deleted flow leaves a short-lived
 //! tombstone so a repopulation racing the delete cannot bring it back.
 
+pub mod breaker;
 pub mod codec;
 mod memory;
 mod redis;
@@ -37,6 +38,9 @@ pub enum HotError {
     /// Redis refused, timed out or is unreachable.
     #[error("redis: {0}")]
     Redis(#[from] ::redis::RedisError),
+    /// The circuit breaker is open: Redis was not asked.
+    #[error("redis unavailable (circuit breaker open)")]
+    Unavailable,
     /// A cached value could not be decoded (treated as a miss).
     #[error("corrupt cached value at {key}: {reason}")]
     Corrupt {
@@ -48,9 +52,18 @@ pub enum HotError {
 }
 
 impl HotError {
-    /// Whether the failure was a timeout (as opposed to a refusal or an error reply).
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, HotError::Redis(e) if e.is_timeout())
+    /// The reason recorded in the fallback log: `timeout`, `unavailable` or `error`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HotError::Redis(e) if e.is_timeout() => "timeout",
+            HotError::Redis(e)
+                if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() =>
+            {
+                "unavailable"
+            }
+            HotError::Unavailable => "unavailable",
+            HotError::Redis(_) | HotError::Corrupt { .. } => "error",
+        }
     }
 }
 
@@ -70,6 +83,12 @@ pub enum CachedFlow {
 pub struct HotStats {
     /// Network round trips to Redis (a pipeline or a script counts once); 0 for memory.
     pub round_trips: u64,
+    /// Whether the circuit breaker is open (calls skip Redis).
+    pub breaker_open: bool,
+    /// How often the breaker has opened since start.
+    pub breaker_opened_total: u64,
+    /// Keys a write could not reach, to invalidate before Redis serves again.
+    pub dirty_keys: u64,
 }
 
 /// The operations of the hot tier.

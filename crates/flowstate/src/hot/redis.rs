@@ -7,17 +7,23 @@
 //! Lua script (EVALSHA; scripts are loaded again after NOSCRIPT, e.g. a restarted Redis).
 //! Pipelines rather than one big script keep registrations working on Redis Cluster, where the
 //! registry set and a flow's keys live in different slots.
+//!
+//! Every call passes the [`Breaker`]: while it is open calls fail at once, and a prober task
+//! brings the tier back (PING with capped exponential backoff, then invalidation of every key a
+//! write missed, then close).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ErrorKind, Pipeline, Script, ServerErrorKind};
 use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::Notify;
 
+use super::breaker::Breaker;
 use super::{CachedFlow, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL, codec};
 use crate::config::RedisConfig;
 use crate::documents::{DocKind, Document};
@@ -41,13 +47,160 @@ const TOMBSTONE_VERSION: i64 = 1 << 53;
 
 /// Redis hot tier.
 pub struct RedisHot {
+    core: Arc<Core>,
+    keys: Keys,
+    ttls: Ttls,
+}
+
+/// What the request path and the prober share.
+struct Core {
     /// Multiplexed connections, used round-robin.
     conns: Vec<ConnectionManager>,
     next: AtomicUsize,
-    keys: Keys,
-    ttls: Ttls,
     /// Network round trips made, for the one-round-trip guarantee and its tests.
     round_trips: AtomicU64,
+    breaker: Breaker,
+    /// Bound on one probe.
+    probe_timeout: Duration,
+    /// Cap of the prober's backoff.
+    probe_max_delay: Duration,
+    /// Set when the tier is dropped, so the prober ends.
+    closed: AtomicBool,
+}
+
+/// Whether an error means Redis is unreachable or too slow (as opposed to an error reply).
+fn unavailable(e: &::redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+impl Core {
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+
+    /// Sends `pipe` in one round trip; after NOSCRIPT (Redis restarted or flushed its script
+    /// cache) loads `scripts` and sends it once more. Every command in our pipelines is
+    /// idempotent or guarded by a script that did not run, so the resend is safe.
+    async fn run(&self, pipe: &Pipeline, scripts: &[&str]) -> ::redis::RedisResult<()> {
+        let mut conn = self.conn();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match pipe.exec_async(&mut conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                let mut load = ::redis::pipe();
+                for src in scripts {
+                    load.cmd("SCRIPT").arg("LOAD").arg(*src).ignore();
+                }
+                self.round_trips.fetch_add(2, Ordering::Relaxed);
+                load.exec_async(&mut conn).await?;
+                pipe.exec_async(&mut conn).await
+            }
+            other => other,
+        }
+    }
+
+    /// A write through the breaker: skipped (keys marked dirty) while open; a failure marks
+    /// its keys dirty and opens it.
+    async fn write(&self, pipe: &Pipeline, scripts: &[&str], keys: Vec<String>) -> HotResult<()> {
+        if !self.breaker.admit_write(|| keys.clone()) {
+            return Err(HotError::Unavailable);
+        }
+        match self.run(pipe, scripts).await {
+            Ok(()) => {
+                self.breaker.succeeded();
+                Ok(())
+            }
+            Err(e) => {
+                self.breaker.write_failed(keys);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A read through the breaker.
+    async fn read<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> HotResult<T> {
+        if !self.breaker.admit_read() {
+            return Err(HotError::Unavailable);
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match cmd.query_async(&mut self.conn()).await {
+            Ok(v) => {
+                self.breaker.succeeded();
+                Ok(v)
+            }
+            Err(e) => {
+                if unavailable(&e) {
+                    self.breaker.read_failed(e.is_timeout());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// PING, bounded by the probe timeout.
+    async fn ping(&self) -> HotResult<Duration> {
+        let started = Instant::now();
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn();
+        let ping = ::redis::cmd("PING");
+        match tokio::time::timeout(self.probe_timeout, ping.query_async::<String>(&mut conn)).await
+        {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(HotError::Unavailable),
+        }
+    }
+
+    /// Deletes every dirty key, then closes the breaker; false if Redis failed meanwhile.
+    async fn recover(&self) -> bool {
+        loop {
+            let keys = self.breaker.take_dirty();
+            for (i, chunk) in keys.chunks(500).enumerate() {
+                let mut pipe = ::redis::pipe();
+                pipe.cmd("DEL").arg(chunk).ignore();
+                let sent = tokio::time::timeout(self.probe_timeout, self.run(&pipe, &[])).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    self.breaker.restore_dirty(keys[i * 500..].to_vec());
+                    return false;
+                }
+            }
+            if !keys.is_empty() {
+                tracing::info!(
+                    keys = keys.len(),
+                    "invalidated keys written while redis was unreachable"
+                );
+            }
+            if self.breaker.try_close() {
+                return true;
+            }
+        }
+    }
+}
+
+/// Brings the tier back after the breaker opens: PING with capped exponential backoff, then
+/// [`Core::recover`]. Holds only a weak reference, and ends when the tier is dropped.
+async fn probe_loop(core: Weak<Core>, wake: Arc<Notify>) {
+    const FIRST_DELAY: Duration = Duration::from_millis(50);
+    loop {
+        wake.notified().await;
+        let mut delay = FIRST_DELAY;
+        loop {
+            let Some(core) = core.upgrade() else { return };
+            if core.closed.load(Ordering::Acquire) {
+                return;
+            }
+            if !core.breaker.is_open() {
+                break;
+            }
+            if core.ping().await.is_ok() && core.recover().await {
+                break;
+            }
+            let cap = core.probe_max_delay;
+            drop(core);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(cap);
+        }
+    }
 }
 
 impl RedisHot {
@@ -63,39 +216,21 @@ impl RedisHot {
         let conns = (0..cfg.pool_size)
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(RedisHot {
+        let core = Arc::new(Core {
             conns,
             next: AtomicUsize::new(0),
-            keys,
-            ttls,
             round_trips: AtomicU64::new(0),
-        })
-    }
-
-    fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
-    }
-
-    /// Sends `pipe` in one round trip; after NOSCRIPT (Redis restarted or flushed its script
-    /// cache) loads `scripts` and sends it once more. Every command in our pipelines is
-    /// idempotent or guarded by a script that did not run, so the resend is safe.
-    async fn run(&self, pipe: &Pipeline, scripts: &[&str]) -> HotResult<()> {
-        let mut conn = self.conn();
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match pipe.exec_async(&mut conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                let mut load = ::redis::pipe();
-                for src in scripts {
-                    load.cmd("SCRIPT").arg("LOAD").arg(*src).ignore();
-                }
-                self.round_trips.fetch_add(2, Ordering::Relaxed);
-                load.exec_async(&mut conn).await?;
-                pipe.exec_async(&mut conn).await?;
-                Ok(())
-            }
-            other => Ok(other?),
-        }
+            breaker: Breaker::default(),
+            probe_timeout: cfg.command_timeout(),
+            probe_max_delay: Duration::from_millis(cfg.reconnect_max_delay_ms)
+                .min(Duration::from_secs(5)),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(probe_loop(
+            Arc::downgrade(&core),
+            core.breaker.wake_handle(),
+        ));
+        Ok(RedisHot { core, keys, ttls })
     }
 
     /// Adds the version-guarded write of a flow record to `pipe`.
@@ -112,6 +247,13 @@ impl RedisHot {
             .arg(rfc3339(flow.updated_at))
             .ignore();
         Ok(())
+    }
+}
+
+impl Drop for RedisHot {
+    fn drop(&mut self) {
+        self.core.closed.store(true, Ordering::Release);
+        self.core.breaker.wake_handle().notify_one();
     }
 }
 
@@ -134,18 +276,20 @@ impl HotTier for RedisHot {
     }
 
     async fn ping(&self) -> HotResult<Duration> {
-        let started = Instant::now();
-        let mut conn = self.conn();
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        ::redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await?;
-        Ok(started.elapsed())
+        // While the breaker is open the prober does the pinging; health answers at once.
+        if self.core.breaker.is_open() {
+            return Err(HotError::Unavailable);
+        }
+        self.core.ping().await
     }
 
     fn stats(&self) -> HotStats {
+        let breaker = &self.core.breaker;
         HotStats {
-            round_trips: self.round_trips.load(Ordering::Relaxed),
+            round_trips: self.core.round_trips.load(Ordering::Relaxed),
+            breaker_open: breaker.is_open(),
+            breaker_opened_total: breaker.opened_total(),
+            dirty_keys: breaker.dirty_len() as u64,
         }
     }
 
@@ -154,8 +298,11 @@ impl HotTier for RedisHot {
         for src in SCRIPTS {
             load.cmd("SCRIPT").arg("LOAD").arg(*src).ignore();
         }
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        load.exec_async(&mut self.conn()).await?;
+        if let Err(e) = self.core.run(&load, &[]).await {
+            // Unreachable at startup: start degraded and let the prober bring Redis in.
+            self.core.breaker.read_failed(true);
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -169,23 +316,21 @@ impl HotTier for RedisHot {
             pipe.expire(&hierarchy, self.ttls.hierarchy() as i64)
                 .ignore();
         }
-        self.run(&pipe, &[PUT_FLOW_SRC]).await
+        let dirty = vec![self.keys.flow(&flow.flow_id)];
+        self.core.write(&pipe, &[PUT_FLOW_SRC], dirty).await
     }
 
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
         self.push_put_flow(&mut pipe, flow, false)?;
-        self.run(&pipe, &[PUT_FLOW_SRC]).await
+        let dirty = vec![self.keys.flow(&flow.flow_id)];
+        self.core.write(&pipe, &[PUT_FLOW_SRC], dirty).await
     }
 
     async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow> {
         let key = self.keys.flow(flow_id);
-        let mut conn = self.conn();
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let fields: HashMap<String, String> = ::redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await?;
+        let fields: HashMap<String, String> =
+            self.core.read(::redis::cmd("HGETALL").arg(&key)).await?;
         if fields.contains_key("deleted") {
             return Ok(CachedFlow::Deleted);
         }
@@ -224,23 +369,36 @@ impl HotTier for RedisHot {
             .arg(rfc3339(transition.at))
             .arg(metadata)
             .ignore();
-        self.run(&pipe, &[RECORD_TRANSITION_SRC]).await
+        let dirty = vec![
+            self.keys.flow(&flow.flow_id),
+            self.keys.transitions(&flow.flow_id),
+        ];
+        self.core
+            .write(&pipe, &[RECORD_TRANSITION_SRC], dirty)
+            .await
     }
 
     async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
+        let mut dirty = Vec::new();
         for deleted in flows {
-            let flow = &deleted.flow;
-            for (kind, name) in &deleted.documents {
-                pipe.del(self.keys.document(*kind, &flow.flow_id, name))
-                    .ignore();
-            }
-            for kind in [DocKind::Phase, DocKind::Agent] {
-                if let Some(index) = self.keys.document_index(kind, &flow.flow_id) {
-                    pipe.del(index).ignore();
-                }
-            }
-            let key = self.keys.flow(&flow.flow_id);
+            let id = &deleted.flow.flow_id;
+            // Everything that may still hold this flow's data goes.
+            let mut gone: Vec<String> = deleted
+                .documents
+                .iter()
+                .map(|(kind, name)| self.keys.document(*kind, id, name))
+                .collect();
+            gone.extend(
+                [DocKind::Phase, DocKind::Agent]
+                    .into_iter()
+                    .filter_map(|kind| self.keys.document_index(kind, id)),
+            );
+            gone.push(self.keys.hierarchy(id));
+            gone.push(self.keys.transitions(id));
+            pipe.del(&gone).ignore();
+            // The record becomes a tombstone, so a racing repopulation cannot revive it.
+            let key = self.keys.flow(id);
             pipe.del(&key).ignore();
             pipe.hset_multiple(
                 &key,
@@ -251,15 +409,14 @@ impl HotTier for RedisHot {
             )
             .ignore();
             pipe.expire(&key, TOMBSTONE_TTL.as_secs() as i64).ignore();
-            pipe.srem(self.keys.registry(), &flow.flow_id).ignore();
-            if let Some(parent) = &flow.parent_flow_id {
-                pipe.srem(self.keys.hierarchy(parent), &flow.flow_id)
-                    .ignore();
+            pipe.srem(self.keys.registry(), id).ignore();
+            if let Some(parent) = &deleted.flow.parent_flow_id {
+                pipe.srem(self.keys.hierarchy(parent), id).ignore();
             }
-            pipe.del(self.keys.hierarchy(&flow.flow_id)).ignore();
-            pipe.del(self.keys.transitions(&flow.flow_id)).ignore();
+            dirty.extend(gone);
+            dirty.push(key);
         }
-        self.run(&pipe, &[]).await
+        self.core.write(&pipe, &[], dirty).await
     }
 
     async fn put_document(
@@ -302,7 +459,9 @@ impl HotTier for RedisHot {
             .arg(self.ttls.document_index(kind))
             .arg(if invalidate.is_some() { "1" } else { "0" })
             .ignore();
-        self.run(&pipe, &[PUT_DOCUMENT_SRC]).await
+        let mut dirty = vec![key];
+        dirty.extend(invalidate);
+        self.core.write(&pipe, &[PUT_DOCUMENT_SRC], dirty).await
     }
 
     async fn get_document(
@@ -312,9 +471,7 @@ impl HotTier for RedisHot {
         name: &str,
     ) -> HotResult<Option<Document>> {
         let key = self.keys.document(kind, flow_id, name);
-        let mut conn = self.conn();
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let value: Option<Vec<u8>> = ::redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        let value: Option<Vec<u8>> = self.core.read(::redis::cmd("GET").arg(&key)).await?;
         let Some(value) = value else {
             return Ok(None);
         };

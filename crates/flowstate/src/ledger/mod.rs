@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
+use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
 
@@ -76,6 +77,12 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Names of a flow's documents of one kind, sorted.
     async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>>;
+
+    /// Appends aggregated rows to `redis_fallback_log`.
+    async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()>;
+
+    /// The newest `redis_fallback_log` rows, newest first.
+    async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>>;
 
     /// Compare-and-set transition: status `from` -> `to`, version + 1, history row; all or
     /// nothing. [`Error::StaleTransition`] or [`Error::FlowNotFound`] otherwise.
@@ -220,6 +227,64 @@ use delete_statements;
 const GET_DOCUMENT: &str = "SELECT d.flow_id, d.name, d.body, d.saved_at, d.version, f.status \
      FROM flow_documents d JOIN flows f ON f.flow_id = d.flow_id \
      WHERE d.flow_id = $1 AND d.kind = $2 AND d.name = $3";
+
+/// SQL of one fallback log row.
+const INSERT_FALLBACK: &str = "INSERT INTO redis_fallback_log \
+     (service, operation, reason, fallback_source, timestamp, count, context) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// SQL of the newest fallback log rows.
+const LIST_FALLBACKS: &str = "SELECT id, service, operation, reason, fallback_source, timestamp, \
+     count, context FROM redis_fallback_log ORDER BY id DESC LIMIT $1";
+
+/// A `redis_fallback_log` row.
+#[derive(sqlx::FromRow)]
+struct FallbackRow {
+    id: i64,
+    service: String,
+    operation: String,
+    reason: String,
+    fallback_source: Option<String>,
+    timestamp: OffsetDateTime,
+    count: i64,
+    context: Option<Json<Value>>,
+}
+
+impl FallbackRow {
+    fn into_record(self) -> FallbackRecord {
+        FallbackRecord {
+            id: Some(self.id),
+            service: self.service,
+            operation: self.operation,
+            reason: self.reason,
+            fallback_source: self.fallback_source.unwrap_or_default(),
+            timestamp: self.timestamp,
+            count: self.count,
+            context: self.context.map(|j| j.0).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Binds one fallback row to [`INSERT_FALLBACK`].
+fn insert_fallback<DB: sqlx::Database>(
+    r: &FallbackRecord,
+) -> sqlx::query::Query<'_, DB, <DB as sqlx::Database>::Arguments>
+where
+    for<'e> &'e str: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> OffsetDateTime: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> i64: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> Json<&'e Value>: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments: Default,
+{
+    sqlx::query(INSERT_FALLBACK)
+        .bind(r.service.as_str())
+        .bind(r.operation.as_str())
+        .bind(r.reason.as_str())
+        .bind(r.fallback_source.as_str())
+        .bind(r.timestamp)
+        .bind(r.count)
+        .bind(Json(&r.context))
+}
 
 /// SQL of a document listing.
 const LIST_DOCUMENTS: &str =

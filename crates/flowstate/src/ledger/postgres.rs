@@ -16,13 +16,14 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use super::{
-    DeletedFlow, DocumentRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, Ledger, TransitionRow,
-    attach_documents, cas_failure, delete_error, delete_statements, flow_columns, insert_error,
-    push_filters, recorded, subtree,
+    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
+    Ledger, TransitionRow, attach_documents, cas_failure, delete_error, delete_statements,
+    flow_columns, insert_error, insert_fallback, push_filters, recorded, subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
+use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
 
@@ -239,6 +240,23 @@ impl Ledger for PostgresLedger {
         };
         let flow = row.into_flow();
         Ok((recorded(&flow, from, to, metadata, at), flow))
+    }
+
+    async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            insert_fallback::<Postgres>(r).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {
+        let rows: Vec<FallbackRow> = sqlx::query_as(LIST_FALLBACKS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(FallbackRow::into_record).collect())
     }
 
     async fn transitions(&self, flow_id: &str, after: i64, limit: u32) -> Result<Vec<Transition>> {

@@ -26,13 +26,14 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    DeletedFlow, DocumentRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, Ledger, TransitionRow,
-    attach_documents, cas_failure, delete_error, delete_statements, flow_columns, insert_error,
-    push_filters, recorded, subtree,
+    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
+    Ledger, TransitionRow, attach_documents, cas_failure, delete_error, delete_statements,
+    flow_columns, insert_error, insert_fallback, push_filters, recorded, subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
+use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
 use crate::transitions::Transition;
 
@@ -59,6 +60,7 @@ enum Job {
     Transition(TransitionJob, Reply<(Transition, Flow)>),
     Delete(String, bool, Reply<Vec<DeletedFlow>>),
     PutDocument(DocumentJob, Reply<(Document, String)>),
+    Fallbacks(Vec<FallbackRecord>, Reply<()>),
 }
 
 struct DocumentJob {
@@ -83,6 +85,7 @@ enum Done {
     Transition(Result<(Transition, Flow)>),
     Delete(Result<Vec<DeletedFlow>>),
     PutDocument(Result<(Document, String)>),
+    Fallbacks(Result<()>),
 }
 
 impl Done {
@@ -93,6 +96,7 @@ impl Done {
             Done::Transition(r) => r.as_ref().err(),
             Done::Delete(r) => r.as_ref().err(),
             Done::PutDocument(r) => r.as_ref().err(),
+            Done::Fallbacks(r) => r.as_ref().err(),
         };
         matches!(
             err,
@@ -108,6 +112,7 @@ impl Job {
             Job::Transition(t, _) => Done::Transition(transition(conn, t).await),
             Job::Delete(id, recursive, _) => Done::Delete(delete(conn, id, *recursive).await),
             Job::PutDocument(d, _) => Done::PutDocument(put_document(conn, d).await),
+            Job::Fallbacks(rows, _) => Done::Fallbacks(record_fallbacks(conn, rows).await),
         }
     }
 
@@ -118,6 +123,7 @@ impl Job {
             (Job::Transition(_, tx), Done::Transition(r)) => drop(tx.send(r)),
             (Job::Delete(_, _, tx), Done::Delete(r)) => drop(tx.send(r)),
             (Job::PutDocument(_, tx), Done::PutDocument(r)) => drop(tx.send(r)),
+            (Job::Fallbacks(_, tx), Done::Fallbacks(r)) => drop(tx.send(r)),
             (job, _) => job.fail(&aborted("internal: outcome does not match request")),
         }
     }
@@ -129,6 +135,7 @@ impl Job {
             Job::Transition(_, tx) => drop(tx.send(Err(again()))),
             Job::Delete(_, _, tx) => drop(tx.send(Err(again()))),
             Job::PutDocument(_, tx) => drop(tx.send(Err(again()))),
+            Job::Fallbacks(_, tx) => drop(tx.send(Err(again()))),
         }
     }
 }
@@ -292,6 +299,13 @@ async fn put_document(conn: &mut SqliteConnection, d: &DocumentJob) -> Result<(D
     Ok((doc, status))
 }
 
+async fn record_fallbacks(conn: &mut SqliteConnection, rows: &[FallbackRecord]) -> Result<()> {
+    for r in rows {
+        insert_fallback::<Sqlite>(r).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 impl SqliteLedger {
     /// Opens (creating if missing) the database at `cfg.url`, applies migrations and starts the
     /// writer task.
@@ -450,6 +464,19 @@ impl Ledger for SqliteLedger {
             .bind(kind.as_str())
             .fetch_all(&self.reader)
             .await?)
+    }
+
+    async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {
+        let rows = rows.to_vec();
+        self.submit(|tx| Job::Fallbacks(rows, tx)).await
+    }
+
+    async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {
+        let rows: Vec<FallbackRow> = sqlx::query_as(LIST_FALLBACKS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(FallbackRow::into_record).collect())
     }
 
     async fn transitions(&self, flow_id: &str, after: i64, limit: u32) -> Result<Vec<Transition>> {

@@ -232,6 +232,11 @@ impl RedisServer {
             .local_addr()
             .expect("addr")
             .port();
+        Self::start_on(port).await
+    }
+
+    /// A fresh (empty) redis-server on `port`, e.g. after [`RedisServer::kill`].
+    pub async fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -265,6 +270,31 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL: Redis is gone, with everything it held.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// SIGSTOP: Redis hangs (connections stay open, nothing answers).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: Redis answers again, with its data as before the pause.
+    pub fn resume(&self) {
+        self.signal("-CONT");
     }
 }
 

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod bad_input;
+mod degraded;
 mod documents;
 mod flows;
 mod redis_layout;

@@ -50,7 +50,7 @@ async fn workload(app: &TestApp, round: usize) -> usize {
             "round {round}: {}",
             phase.body
         );
-        let (from, to) = if round % 2 == 0 {
+        let (from, to) = if round.is_multiple_of(2) {
             ("initializing", "running")
         } else {
             ("running", "initializing")

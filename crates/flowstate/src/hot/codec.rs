@@ -9,6 +9,7 @@
 //! is fixed-width decimal so a Lua script can read it with `string.sub` and refuse to replace a
 //! newer value with an older one.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -33,7 +34,7 @@ pub struct Payload {
 }
 
 /// Encodes a payload with its version.
-pub fn encode(version: i64, payload: &Payload) -> Result<Vec<u8>, String> {
+pub fn encode<T: Serialize>(version: i64, payload: &T) -> Result<Vec<u8>, String> {
     let json = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
     let (codec, bytes) = if json.len() > COMPRESS_ABOVE {
         let z = zstd::bulk::compress(&json, ZSTD_LEVEL).map_err(|e| e.to_string())?;
@@ -49,7 +50,7 @@ pub fn encode(version: i64, payload: &Payload) -> Result<Vec<u8>, String> {
 }
 
 /// Decodes what [`encode`] wrote: the version and the payload.
-pub fn decode(bytes: &[u8]) -> Result<(i64, Payload), String> {
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(i64, T), String> {
     if bytes.len() < HEADER_LEN {
         return Err("value shorter than its header".into());
     }
@@ -90,7 +91,7 @@ mod tests {
         let large = encode(8, &payload(&text)).unwrap();
         assert_eq!(large[0], b'z');
         assert!(large.len() < text.len() / 4, "{} bytes", large.len());
-        let (v, p) = decode(&large).unwrap();
+        let (v, p): (i64, Payload) = decode(&large).unwrap();
         assert_eq!((v, p.body["text"].as_str().unwrap()), (8, text.as_str()));
     }
 
@@ -102,7 +103,7 @@ mod tests {
             b"x00000000000000000001{}",
             b"z00000000000000000001nope",
         ] {
-            assert!(decode(bad).is_err(), "{bad:?}");
+            assert!(decode::<Payload>(bad).is_err(), "{bad:?}");
         }
     }
 }

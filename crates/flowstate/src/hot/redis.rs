@@ -475,7 +475,7 @@ impl HotTier for RedisHot {
         let Some(value) = value else {
             return Ok(None);
         };
-        let (version, payload) =
+        let (version, payload): (i64, codec::Payload) =
             codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
         Ok(Some(Document {
             flow_id: flow_id.to_string(),

@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -52,91 +53,41 @@ pub struct SqliteLedger {
     reader: SqlitePool,
 }
 
-type Reply<T> = oneshot::Sender<Result<T>>;
+/// One write request: runs its statements on the writer connection inside the group's
+/// transaction and hands back its outcome, delivered to the caller after COMMIT.
+type Job =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Outcome>> + Send>;
 
-/// One write request for the writer task.
-enum Job {
-    Insert(Flow, Reply<()>),
-    Transition(TransitionJob, Reply<(Transition, Flow)>),
-    Delete(String, bool, Reply<Vec<DeletedFlow>>),
-    PutDocument(DocumentJob, Reply<(Document, String)>),
-    Fallbacks(Vec<FallbackRecord>, Reply<()>),
-}
-
-struct DocumentJob {
-    kind: DocKind,
-    flow_id: String,
-    name: String,
-    body: Map<String, Value>,
-    at: OffsetDateTime,
-}
-
-struct TransitionJob {
-    flow_id: String,
-    from: String,
-    to: String,
-    metadata: Map<String, Value>,
-    at: OffsetDateTime,
-}
-
-/// The outcome of a [`Job`] inside its group, delivered once the group committed.
-enum Done {
-    Insert(Result<()>),
-    Transition(Result<(Transition, Flow)>),
-    Delete(Result<Vec<DeletedFlow>>),
-    PutDocument(Result<(Document, String)>),
-    Fallbacks(Result<()>),
-}
-
-impl Done {
+/// A job's result waiting for its group to commit.
+trait Outcome: Send {
     /// Whether the failure poisons the group (I/O, corruption) rather than just this request.
+    fn is_fatal(&self) -> bool;
+    /// Answers the caller: the group committed.
+    fn deliver(self: Box<Self>);
+    /// Answers the caller: the group did not commit.
+    fn fail(self: Box<Self>, reason: &str);
+}
+
+struct Pending<T> {
+    result: Result<T>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send> Outcome for Pending<T> {
     fn is_fatal(&self) -> bool {
-        let err = match self {
-            Done::Insert(r) => r.as_ref().err(),
-            Done::Transition(r) => r.as_ref().err(),
-            Done::Delete(r) => r.as_ref().err(),
-            Done::PutDocument(r) => r.as_ref().err(),
-            Done::Fallbacks(r) => r.as_ref().err(),
-        };
         matches!(
-            err,
-            Some(Error::Ledger(_) | Error::LedgerUnavailable { .. })
+            self.result,
+            Err(Error::Ledger(_) | Error::LedgerUnavailable { .. })
         )
     }
-}
 
-impl Job {
-    async fn apply(&self, conn: &mut SqliteConnection) -> Done {
-        match self {
-            Job::Insert(flow, _) => Done::Insert(insert(conn, flow).await),
-            Job::Transition(t, _) => Done::Transition(transition(conn, t).await),
-            Job::Delete(id, recursive, _) => Done::Delete(delete(conn, id, *recursive).await),
-            Job::PutDocument(d, _) => Done::PutDocument(put_document(conn, d).await),
-            Job::Fallbacks(rows, _) => Done::Fallbacks(record_fallbacks(conn, rows).await),
-        }
-    }
-
-    fn deliver(self, done: Done) {
+    fn deliver(self: Box<Self>) {
         // A caller that went away no longer needs its answer; its write stands.
-        match (self, done) {
-            (Job::Insert(_, tx), Done::Insert(r)) => drop(tx.send(r)),
-            (Job::Transition(_, tx), Done::Transition(r)) => drop(tx.send(r)),
-            (Job::Delete(_, _, tx), Done::Delete(r)) => drop(tx.send(r)),
-            (Job::PutDocument(_, tx), Done::PutDocument(r)) => drop(tx.send(r)),
-            (Job::Fallbacks(_, tx), Done::Fallbacks(r)) => drop(tx.send(r)),
-            (job, _) => job.fail(&aborted("internal: outcome does not match request")),
-        }
+        let _ = self.reply.send(self.result);
     }
 
-    fn fail(self, err: &Error) {
-        let again = || aborted(&err.to_string());
-        match self {
-            Job::Insert(_, tx) => drop(tx.send(Err(again()))),
-            Job::Transition(_, tx) => drop(tx.send(Err(again()))),
-            Job::Delete(_, _, tx) => drop(tx.send(Err(again()))),
-            Job::PutDocument(_, tx) => drop(tx.send(Err(again()))),
-            Job::Fallbacks(_, tx) => drop(tx.send(Err(again()))),
-        }
+    fn fail(self: Box<Self>, reason: &str) {
+        let _ = self.reply.send(Err(aborted(reason)));
     }
 }
 
@@ -156,33 +107,52 @@ async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Runs a group in one transaction. Jobs that never ran (the group failed before them) are
+/// dropped, which their callers see as "not committed" too.
 async fn commit_group(conn: &mut SqliteConnection, group: Vec<Job>) {
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        let e = Error::from(e);
-        group.into_iter().for_each(|job| job.fail(&e));
+        tracing::error!(error = %e, "cannot begin a ledger write group");
         return;
     }
-    let mut outcomes = Vec::with_capacity(group.len());
-    for job in &group {
-        let done = job.apply(conn).await;
-        if done.is_fatal() {
+    let mut outcomes: Vec<Box<dyn Outcome>> = Vec::with_capacity(group.len());
+    for job in group {
+        let outcome = job(conn).await;
+        if outcome.is_fatal() {
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            let reason = aborted("the transaction failed");
-            tracing::error!(error = %reason, "ledger write group rolled back");
-            group.into_iter().for_each(|job| job.fail(&reason));
+            tracing::error!("ledger write group rolled back");
+            outcome.deliver();
+            outcomes
+                .into_iter()
+                .for_each(|o| o.fail("the transaction failed"));
             return;
         }
-        outcomes.push(done);
+        outcomes.push(outcome);
     }
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        let e = Error::from(e);
-        group.into_iter().for_each(|job| job.fail(&e));
+        let reason = e.to_string();
+        outcomes.into_iter().for_each(|o| o.fail(&reason));
         return;
     }
-    for (job, done) in group.into_iter().zip(outcomes) {
-        job.deliver(done);
-    }
+    outcomes.into_iter().for_each(|o| o.deliver());
+}
+
+/// A transition's inputs, moved into its job.
+struct TransitionJob {
+    flow_id: String,
+    from: String,
+    to: String,
+    metadata: Map<String, Value>,
+    at: OffsetDateTime,
+}
+
+/// A document write's inputs, moved into its job.
+struct DocumentJob {
+    kind: DocKind,
+    flow_id: String,
+    name: String,
+    body: Map<String, Value>,
+    at: OffsetDateTime,
 }
 
 async fn insert(conn: &mut SqliteConnection, flow: &Flow) -> Result<()> {
@@ -338,10 +308,21 @@ impl SqliteLedger {
         Ok(SqliteLedger { writer: tx, reader })
     }
 
-    async fn submit<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || aborted("the writer stopped");
-        self.writer.send(job(tx)).await.map_err(|_| gone())?;
+    /// Queues `work` for the writer and waits until its group committed (or did not).
+    async fn submit<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = work(conn).await;
+                Box::new(Pending { result, reply }) as Box<dyn Outcome>
+            })
+        });
+        let gone = || aborted("the writer stopped or the group failed");
+        self.writer.send(job).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }
@@ -358,7 +339,9 @@ impl Ledger for SqliteLedger {
     }
 
     async fn insert_flow(&self, flow: &Flow) -> Result<()> {
-        self.submit(|tx| Job::Insert(flow.clone(), tx)).await
+        let flow = flow.clone();
+        self.submit(move |c| Box::pin(async move { insert(c, &flow).await }))
+            .await
     }
 
     async fn get_flow(&self, flow_id: &str) -> Result<Option<Flow>> {
@@ -403,7 +386,8 @@ impl Ledger for SqliteLedger {
     }
 
     async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>> {
-        self.submit(|tx| Job::Delete(flow_id.to_string(), recursive, tx))
+        let flow_id = flow_id.to_string();
+        self.submit(move |c| Box::pin(async move { delete(c, &flow_id, recursive).await }))
             .await
     }
 
@@ -422,7 +406,8 @@ impl Ledger for SqliteLedger {
             metadata: metadata.clone(),
             at,
         };
-        self.submit(|tx| Job::Transition(job, tx)).await
+        self.submit(move |c| Box::pin(async move { transition(c, &job).await }))
+            .await
     }
 
     async fn put_document(
@@ -440,7 +425,8 @@ impl Ledger for SqliteLedger {
             body: body.clone(),
             at,
         };
-        self.submit(|tx| Job::PutDocument(job, tx)).await
+        self.submit(move |c| Box::pin(async move { put_document(c, &job).await }))
+            .await
     }
 
     async fn get_document(
@@ -468,7 +454,8 @@ impl Ledger for SqliteLedger {
 
     async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {
         let rows = rows.to_vec();
-        self.submit(|tx| Job::Fallbacks(rows, tx)).await
+        self.submit(move |c| Box::pin(async move { record_fallbacks(c, &rows).await }))
+            .await
     }
 
     async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {

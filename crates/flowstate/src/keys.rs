@@ -64,6 +64,21 @@ impl Keys {
         }
     }
 
+    /// `flow:snapshots:{<flow_id>}:<snapshot_id>`: one snapshot.
+    pub fn snapshot(&self, flow_id: &str, snapshot_id: &str) -> String {
+        format!("{}flow:snapshots:{{{flow_id}}}:{snapshot_id}", self.prefix)
+    }
+
+    /// `flow:snapshots:{<flow_id>}:list`: a flow's snapshot ids, newest first.
+    pub fn snapshot_list(&self, flow_id: &str) -> String {
+        format!("{}flow:snapshots:{{{flow_id}}}:list", self.prefix)
+    }
+
+    /// `flow:events:{<flow_id>}`: the flow's event stream.
+    pub fn events(&self, flow_id: &str) -> String {
+        format!("{}flow:events:{{{flow_id}}}", self.prefix)
+    }
+
     /// `flow:transitions:{<flow_id>}`: the transitions stream.
     pub fn transitions(&self, flow_id: &str) -> String {
         format!("{}flow:transitions:{{{flow_id}}}", self.prefix)

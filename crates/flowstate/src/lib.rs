@@ -18,6 +18,7 @@
 //! - [`transitions`]: compare-and-set status transitions and their history.
 //! - [`state`], [`phases`], [`agents`]: a flow's state, phase states and per-flow agent
 //!   results, all [`documents`] (named JSON objects, written and read through).
+//! - [`snapshots`]: snapshots with lineage, restore and fork (time travel).
 //!
 //! Around them: [`config`] (one typed configuration, env + TOML), [`error`] (typed errors with
 //! stable codes), [`ids`] (strict id validation), [`keys`] (the Redis key layout) and [`ttl`]
@@ -35,6 +36,7 @@ pub mod keys;
 pub mod ledger;
 pub mod phases;
 pub mod service;
+pub mod snapshots;
 pub mod state;
 pub mod transitions;
 pub mod ttl;
@@ -45,4 +47,5 @@ pub use error::{Error, Result};
 pub use fallbacks::FallbackRecord;
 pub use flows::{Flow, FlowFilter, FlowPage, NewFlow};
 pub use service::{Flowstate, Health, track_degraded};
+pub use snapshots::{ForkRequest, Snapshot};
 pub use transitions::{Transition, TransitionRequest};

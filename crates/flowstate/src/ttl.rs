@@ -56,6 +56,16 @@ impl Ttls {
         self.effective(self.cfg.transitions)
     }
 
+    /// `flow:snapshots:{id}:*`.
+    pub fn snapshots(&self) -> u64 {
+        self.effective(self.cfg.snapshots)
+    }
+
+    /// `flow:events:{id}`.
+    pub fn events(&self) -> u64 {
+        self.effective(self.cfg.events)
+    }
+
     /// A document of `kind` named `name` on a flow in `flow_status`: the state by status, a
     /// phase by its name, agent results by whether the agent is an analyzer.
     pub fn document(&self, kind: crate::documents::DocKind, name: &str, flow_status: &str) -> u64 {

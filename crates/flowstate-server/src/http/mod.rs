@@ -4,6 +4,7 @@ mod documents;
 pub mod error;
 mod flows;
 mod health;
+mod snapshots;
 mod transitions;
 
 use std::sync::OnceLock;
@@ -44,6 +45,7 @@ pub fn router(service: Flowstate) -> Router {
         .merge(flows::routes())
         .merge(transitions::routes())
         .merge(documents::routes())
+        .merge(snapshots::routes())
         .merge(health::routes())
         .route("/metrics", get(render_metrics))
         .fallback(not_found)

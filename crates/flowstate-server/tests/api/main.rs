@@ -12,4 +12,5 @@ mod documents;
 mod flows;
 mod redis_layout;
 mod round_trips;
+mod snapshots;
 mod transitions;

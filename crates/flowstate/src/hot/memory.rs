@@ -16,6 +16,7 @@ use super::{CachedFlow, HotResult, HotStats, HotTier, TOMBSTONE_TTL};
 use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
 use crate::ledger::DeletedFlow;
+use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 use crate::ttl::Ttls;
 
@@ -77,6 +78,7 @@ where
 pub struct MemoryHot {
     flows: Cache<String, Entry<Flow>>,
     documents: Cache<DocKey, Entry<Document>>,
+    snapshots: Cache<(String, String), Entry<Snapshot>>,
     ttls: Ttls,
 }
 
@@ -89,6 +91,10 @@ impl MemoryHot {
                 .expire_after(EntryTtl)
                 .build(),
             documents: Cache::builder()
+                .max_capacity(MAX_ENTRIES)
+                .expire_after(EntryTtl)
+                .build(),
+            snapshots: Cache::builder()
                 .max_capacity(MAX_ENTRIES)
                 .expire_after(EntryTtl)
                 .build(),
@@ -158,6 +164,10 @@ impl HotTier for MemoryHot {
                 self.documents
                     .invalidate(&(*kind, id.clone(), name.clone()));
             }
+            for snapshot_id in &deleted.snapshots {
+                self.snapshots
+                    .invalidate(&(id.clone(), snapshot_id.clone()));
+            }
         }
         Ok(())
     }
@@ -195,5 +205,45 @@ impl HotTier for MemoryHot {
             .get(&key)
             .and_then(|e| e.value)
             .map(|d| Document::clone(&d)))
+    }
+
+    async fn put_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        evicted: &[String],
+        _fresh: bool,
+    ) -> HotResult<()> {
+        let entry = Entry {
+            version: 0,
+            value: Some(Arc::new(snapshot.clone())),
+            ttl: Duration::from_secs(self.ttls.snapshots()),
+        };
+        let key = (snapshot.flow_id.clone(), snapshot.snapshot_id.clone());
+        put(&self.snapshots, key, entry, true);
+        for id in evicted {
+            self.snapshots
+                .invalidate(&(snapshot.flow_id.clone(), id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>> {
+        let key = (flow_id.to_string(), snapshot_id.to_string());
+        Ok(self
+            .snapshots
+            .get(&key)
+            .and_then(|e| e.value)
+            .map(|s| Snapshot::clone(&s)))
+    }
+
+    /// The embedded tier keeps no event stream yet: in-process delivery to subscribers comes
+    /// with the event bus (DESIGN §4), which will also back events with the ledger outbox.
+    async fn append_event(
+        &self,
+        _flow_id: &str,
+        _event_type: &str,
+        _payload: &serde_json::Value,
+    ) -> HotResult<()> {
+        Ok(())
     }
 }

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
 use crate::ledger::DeletedFlow;
+use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 
 pub use self::memory::MemoryHot;
@@ -145,4 +146,24 @@ pub trait HotTier: Send + Sync + 'static {
         flow_id: &str,
         name: &str,
     ) -> HotResult<Option<Document>>;
+
+    /// Caches a snapshot; a `fresh` one is also pushed on the flow's snapshot list, whose
+    /// `evicted` ids are dropped.
+    async fn put_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        evicted: &[String],
+        fresh: bool,
+    ) -> HotResult<()>;
+
+    /// The cached snapshot, if any.
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>>;
+
+    /// Appends an event to the flow's event stream.
+    async fn append_event(
+        &self,
+        flow_id: &str,
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> HotResult<()>;
 }

@@ -30,6 +30,7 @@ use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
 use crate::keys::Keys;
 use crate::ledger::DeletedFlow;
+use crate::snapshots::{KEEP_SNAPSHOTS, Snapshot};
 use crate::transitions::Transition;
 use crate::ttl::Ttls;
 
@@ -394,6 +395,14 @@ impl HotTier for RedisHot {
                     .into_iter()
                     .filter_map(|kind| self.keys.document_index(kind, id)),
             );
+            gone.extend(
+                deleted
+                    .snapshots
+                    .iter()
+                    .map(|sid| self.keys.snapshot(id, sid)),
+            );
+            gone.push(self.keys.snapshot_list(id));
+            gone.push(self.keys.events(id));
             gone.push(self.keys.hierarchy(id));
             gone.push(self.keys.transitions(id));
             pipe.del(&gone).ignore();
@@ -484,5 +493,81 @@ impl HotTier for RedisHot {
             saved_at: payload.saved_at,
             version,
         }))
+    }
+
+    async fn put_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        evicted: &[String],
+        fresh: bool,
+    ) -> HotResult<()> {
+        let id = &snapshot.flow_id;
+        let key = self.keys.snapshot(id, &snapshot.snapshot_id);
+        // Snapshots never change: the envelope's version is unused.
+        let value = codec::encode(0, snapshot).map_err(|reason| HotError::Corrupt {
+            key: key.clone(),
+            reason,
+        })?;
+        let ttl = self.ttls.snapshots();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .arg("EX")
+            .arg(ttl)
+            .ignore();
+        let mut dirty = vec![key];
+        if fresh {
+            let list = self.keys.snapshot_list(id);
+            pipe.lpush(&list, &snapshot.snapshot_id).ignore();
+            pipe.ltrim(&list, 0, KEEP_SNAPSHOTS as isize - 1).ignore();
+            pipe.expire(&list, ttl as i64).ignore();
+            let gone: Vec<String> = evicted
+                .iter()
+                .map(|sid| self.keys.snapshot(id, sid))
+                .collect();
+            if !gone.is_empty() {
+                pipe.del(&gone).ignore();
+            }
+            dirty.push(list);
+            dirty.extend(gone);
+        }
+        self.core.write(&pipe, &[], dirty).await
+    }
+
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>> {
+        let key = self.keys.snapshot(flow_id, snapshot_id);
+        let value: Option<Vec<u8>> = self.core.read(::redis::cmd("GET").arg(&key)).await?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let (_, snapshot): (i64, Snapshot) =
+            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+        Ok(Some(snapshot))
+    }
+
+    async fn append_event(
+        &self,
+        flow_id: &str,
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> HotResult<()> {
+        let key = self.keys.events(flow_id);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.ttls.config().transitions_maxlen)
+            .arg("*")
+            .arg("event_type")
+            .arg(event_type)
+            .arg("payload")
+            .arg(payload.to_string())
+            .arg("timestamp")
+            .arg(rfc3339(crate::flows::now()))
+            .ignore();
+        pipe.expire(&key, self.ttls.events() as i64).ignore();
+        self.core.write(&pipe, &[], vec![key]).await
     }
 }

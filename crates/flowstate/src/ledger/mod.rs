@@ -6,6 +6,7 @@
 //! tests (`flowstate-server`'s API tests) run against both.
 
 mod postgres;
+mod snapshot_sql;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -18,6 +19,7 @@ use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
+use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 
 pub use postgres::PostgresLedger;
@@ -78,6 +80,39 @@ pub trait Ledger: Send + Sync + 'static {
     /// Names of a flow's documents of one kind, sorted.
     async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>>;
 
+    /// Takes a snapshot (parent: the flow's head), makes it the head and drops all but the newest
+    /// `keep`; returns it and the ids dropped. [`Error::SnapshotExists`] for a taken id.
+    async fn create_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        state: &Map<String, Value>,
+        at: OffsetDateTime,
+        keep: u32,
+    ) -> Result<(Snapshot, Vec<String>)>;
+
+    /// A snapshot.
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>>;
+
+    /// A flow's snapshot ids, newest first.
+    async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>>;
+
+    /// Rolls the flow's state back to the snapshot (which becomes its head).
+    async fn restore_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(Flow, Document)>;
+
+    /// Registers `child` with the snapshot's state.
+    async fn fork_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        child: &Flow,
+    ) -> Result<(Flow, Document)>;
+
     /// Appends aggregated rows to `redis_fallback_log`.
     async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()>;
 
@@ -137,30 +172,35 @@ impl FlowRow {
     }
 }
 
-/// A deleted flow and the documents that went with it.
+/// A deleted flow and what went with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeletedFlow {
     /// The flow as it was.
     pub flow: Flow,
     /// Its documents (kind, name).
     pub documents: Vec<(DocKind, String)>,
+    /// Its snapshot ids.
+    pub snapshots: Vec<String>,
 }
 
-/// Groups `(flow_id, kind, name)` rows under the deleted flows they belong to.
-fn attach_documents(flows: Vec<Flow>, docs: Vec<(String, String, String)>) -> Vec<DeletedFlow> {
+/// Groups `(flow_id, kind, name)` rows (kind `snapshot` for snapshots) under the deleted flows
+/// they belong to.
+fn attach_documents(flows: Vec<Flow>, attached: Vec<(String, String, String)>) -> Vec<DeletedFlow> {
     let mut deleted: Vec<DeletedFlow> = flows
         .into_iter()
         .map(|flow| DeletedFlow {
             flow,
             documents: Vec::new(),
+            snapshots: Vec::new(),
         })
         .collect();
-    for (flow_id, kind, name) in docs {
-        if let (Some(d), Some(kind)) = (
-            deleted.iter_mut().find(|d| d.flow.flow_id == flow_id),
-            DocKind::parse(&kind),
-        ) {
-            d.documents.push((kind, name));
+    for (flow_id, kind, name) in attached {
+        let Some(d) = deleted.iter_mut().find(|d| d.flow.flow_id == flow_id) else {
+            continue;
+        };
+        match DocKind::parse(&kind) {
+            Some(kind) => d.documents.push((kind, name)),
+            None => d.snapshots.push(name),
         }
     }
     deleted
@@ -211,6 +251,8 @@ macro_rules! delete_statements {
             concat!(
                 subtree!($mode),
                 "SELECT flow_id, kind, name FROM flow_documents \
+                 WHERE flow_id IN (SELECT flow_id FROM sub) \
+                 UNION ALL SELECT flow_id, 'snapshot', snapshot_id FROM flow_snapshots \
                  WHERE flow_id IN (SELECT flow_id FROM sub)"
             ),
             concat!(
@@ -285,6 +327,13 @@ where
         .bind(r.count)
         .bind(Json(&r.context))
 }
+
+/// SQL of a document upsert; the version grows by one per write.
+const PUT_DOCUMENT: &str = "INSERT INTO flow_documents (flow_id, kind, name, body, saved_at, version) \
+     VALUES ($1, $2, $3, $4, $5, 1) \
+     ON CONFLICT (flow_id, kind, name) DO UPDATE \
+     SET body = excluded.body, saved_at = excluded.saved_at, version = flow_documents.version + 1 \
+     RETURNING version";
 
 /// SQL of a document listing.
 const LIST_DOCUMENTS: &str =

@@ -25,7 +25,12 @@ use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
+use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
+
+mod snapshots {
+    super::super::snapshot_sql::snapshot_statements!(sqlx::PgConnection);
+}
 
 /// Ledger on a PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -240,6 +245,52 @@ impl Ledger for PostgresLedger {
         };
         let flow = row.into_flow();
         Ok((recorded(&flow, from, to, metadata, at), flow))
+    }
+
+    async fn create_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        state: &Map<String, Value>,
+        at: OffsetDateTime,
+        keep: u32,
+    ) -> Result<(Snapshot, Vec<String>)> {
+        let mut tx = self.pool.begin().await?;
+        let out = snapshots::create(&mut tx, flow_id, snapshot_id, state, at, keep).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>> {
+        snapshots::get(&mut *self.pool.acquire().await?, flow_id, snapshot_id).await
+    }
+
+    async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>> {
+        snapshots::list(&mut *self.pool.acquire().await?, flow_id).await
+    }
+
+    async fn restore_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(Flow, Document)> {
+        let mut tx = self.pool.begin().await?;
+        let out = snapshots::restore(&mut tx, flow_id, snapshot_id, at).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn fork_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        child: &Flow,
+    ) -> Result<(Flow, Document)> {
+        let mut tx = self.pool.begin().await?;
+        let out = snapshots::fork(&mut tx, flow_id, snapshot_id, child).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {

@@ -28,14 +28,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, TransitionRow, attach_documents, cas_failure, delete_error, delete_statements,
-    flow_columns, insert_error, insert_fallback, push_filters, recorded, subtree,
+    Ledger, PUT_DOCUMENT, TransitionRow, attach_documents, cas_failure, delete_error,
+    delete_statements, flow_columns, insert_error, insert_fallback, push_filters, recorded,
+    subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
+use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 
 /// Most requests committed in one group.
@@ -43,6 +45,10 @@ const MAX_GROUP: usize = 256;
 
 /// Requests waiting for the writer; beyond this, callers wait to enqueue (backpressure).
 const QUEUE: usize = 4096;
+
+mod snapshots {
+    super::super::snapshot_sql::snapshot_statements!(sqlx::SqliteConnection);
+}
 
 /// Ledger on a SQLite file.
 #[derive(Debug, Clone)]
@@ -237,13 +243,6 @@ async fn delete(
     let flows = rows.into_iter().map(FlowRow::into_flow).collect();
     Ok(attach_documents(flows, docs))
 }
-
-/// SQL of a document upsert; the version grows by one per write.
-const PUT_DOCUMENT: &str = "INSERT INTO flow_documents (flow_id, kind, name, body, saved_at, version) \
-     VALUES ($1, $2, $3, $4, $5, 1) \
-     ON CONFLICT (flow_id, kind, name) DO UPDATE \
-     SET body = excluded.body, saved_at = excluded.saved_at, version = flow_documents.version + 1 \
-     RETURNING version";
 
 async fn put_document(conn: &mut SqliteConnection, d: &DocumentJob) -> Result<(Document, String)> {
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = $1")
@@ -450,6 +449,59 @@ impl Ledger for SqliteLedger {
             .bind(kind.as_str())
             .fetch_all(&self.reader)
             .await?)
+    }
+
+    async fn create_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        state: &Map<String, Value>,
+        at: OffsetDateTime,
+        keep: u32,
+    ) -> Result<(Snapshot, Vec<String>)> {
+        let (flow_id, snapshot_id, state) =
+            (flow_id.to_string(), snapshot_id.to_string(), state.clone());
+        self.submit(move |c| {
+            Box::pin(
+                async move { snapshots::create(c, &flow_id, &snapshot_id, &state, at, keep).await },
+            )
+        })
+        .await
+    }
+
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>> {
+        snapshots::get(&mut *self.reader.acquire().await?, flow_id, snapshot_id).await
+    }
+
+    async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>> {
+        snapshots::list(&mut *self.reader.acquire().await?, flow_id).await
+    }
+
+    async fn restore_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        at: OffsetDateTime,
+    ) -> Result<(Flow, Document)> {
+        let (flow_id, snapshot_id) = (flow_id.to_string(), snapshot_id.to_string());
+        self.submit(move |c| {
+            Box::pin(async move { snapshots::restore(c, &flow_id, &snapshot_id, at).await })
+        })
+        .await
+    }
+
+    async fn fork_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        child: &Flow,
+    ) -> Result<(Flow, Document)> {
+        let (flow_id, snapshot_id, child) =
+            (flow_id.to_string(), snapshot_id.to_string(), child.clone());
+        self.submit(move |c| {
+            Box::pin(async move { snapshots::fork(c, &flow_id, &snapshot_id, &child).await })
+        })
+        .await
     }
 
     async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {

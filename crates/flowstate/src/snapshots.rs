@@ -1,0 +1,195 @@
+//! Snapshots of a flow's state (reference §1.3 `save_state_snapshot`), with lineage and time
+//! travel: each snapshot records the snapshot the flow's state descended from
+//! (`parent_snapshot_id`), a flow can be rolled back to a snapshot (restore) or branched from it
+//! into a new child flow (fork), as LangGraph and CrewAI users expect. The newest
+//! [`KEEP_SNAPSHOTS`] per flow are kept, in both tiers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use crate::documents::{DocKind, Document};
+use crate::error::{Error, Result};
+use crate::flows::{self, Flow, INITIAL_STATUS};
+use crate::ids;
+use crate::service::Flowstate;
+
+/// Snapshots kept per flow (the reference's `LTRIM 0 9`).
+pub const KEEP_SNAPSHOTS: u32 = 10;
+
+/// A stored snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The flow it belongs to.
+    pub flow_id: String,
+    /// Its id (given, or a generated UUIDv7).
+    pub snapshot_id: String,
+    /// The snapshot the flow's state descended from when this one was taken.
+    pub parent_snapshot_id: Option<String>,
+    /// The state captured.
+    pub state: Map<String, Value>,
+    /// When it was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// What a caller supplies to fork a flow from a snapshot.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkRequest {
+    /// Id of the new flow (generated when absent).
+    pub flow_id: Option<String>,
+    /// Type of the new flow (the source flow's when absent).
+    pub flow_type: Option<String>,
+}
+
+impl Flowstate {
+    /// Takes a snapshot of `state`; older snapshots beyond [`KEEP_SNAPSHOTS`] are dropped.
+    pub async fn create_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: Option<String>,
+        state: Map<String, Value>,
+    ) -> Result<Snapshot> {
+        ids::validate("flow_id", flow_id)?;
+        let snapshot_id = match snapshot_id {
+            Some(id) => {
+                ids::validate("snapshot_id", &id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let (snapshot, evicted) = self
+            .ledger()
+            .create_snapshot(flow_id, &snapshot_id, &state, flows::now(), KEEP_SNAPSHOTS)
+            .await?;
+        self.hot_write(
+            "snapshots.create",
+            self.hot().put_snapshot(&snapshot, &evicted, true),
+        )
+        .await;
+        Ok(snapshot)
+    }
+
+    /// A snapshot.
+    pub async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Snapshot> {
+        ids::validate("flow_id", flow_id)?;
+        ids::validate("snapshot_id", snapshot_id)?;
+        if let Some(Some(s)) = self
+            .hot_read(
+                "snapshots.get",
+                self.hot().get_snapshot(flow_id, snapshot_id),
+            )
+            .await
+        {
+            return Ok(s);
+        }
+        match self.ledger().get_snapshot(flow_id, snapshot_id).await? {
+            Some(s) => {
+                self.hot_write("snapshots.cache", self.hot().put_snapshot(&s, &[], false))
+                    .await;
+                Ok(s)
+            }
+            None => Err(self.snapshot_missing(flow_id, snapshot_id).await),
+        }
+    }
+
+    /// A flow's snapshot ids, newest first.
+    pub async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>> {
+        ids::validate("flow_id", flow_id)?;
+        let ids = self.ledger().list_snapshots(flow_id).await?;
+        if ids.is_empty() && self.ledger().get_flow(flow_id).await?.is_none() {
+            return Err(Error::FlowNotFound(flow_id.to_string()));
+        }
+        Ok(ids)
+    }
+
+    /// Rolls the flow's state back to a snapshot; the flow's next snapshot descends from it.
+    /// Emits `STATE_RESTORED` on the flow's event stream.
+    pub async fn restore_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+    ) -> Result<(Flow, Document)> {
+        ids::validate("flow_id", flow_id)?;
+        ids::validate("snapshot_id", snapshot_id)?;
+        let (flow, state) = self
+            .ledger()
+            .restore_snapshot(flow_id, snapshot_id, flows::now())
+            .await?;
+        let event = json!({"snapshot_id": snapshot_id, "state_version": state.version});
+        self.hot_write(
+            "snapshots.restore",
+            self.hot()
+                .put_document(DocKind::State, &state, &flow.status, true),
+        )
+        .await;
+        self.hot_write(
+            "snapshots.restore_event",
+            self.hot().append_event(flow_id, "STATE_RESTORED", &event),
+        )
+        .await;
+        Ok((flow, state))
+    }
+
+    /// Branches a new child flow whose state starts from a snapshot.
+    pub async fn fork_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        req: ForkRequest,
+    ) -> Result<(Flow, Document)> {
+        ids::validate("flow_id", flow_id)?;
+        ids::validate("snapshot_id", snapshot_id)?;
+        let child_id = match req.flow_id {
+            Some(id) => {
+                ids::validate("flow_id", &id)?;
+                id
+            }
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        if let Some(t) = &req.flow_type {
+            ids::validate("flow_type", t)?;
+        }
+        let at = flows::now();
+        let mut metadata = Map::new();
+        metadata.insert(
+            "forked_from".into(),
+            json!({"flow_id": flow_id, "snapshot_id": snapshot_id}),
+        );
+        let child = Flow {
+            flow_id: child_id,
+            flow_type: req.flow_type.unwrap_or_default(),
+            parent_flow_id: Some(flow_id.to_string()),
+            status: INITIAL_STATUS.to_string(),
+            metadata,
+            created_at: at,
+            updated_at: at,
+            version: 1,
+        };
+        let (child, state) = self
+            .ledger()
+            .fork_snapshot(flow_id, snapshot_id, &child)
+            .await?;
+        self.hot_write("snapshots.fork", self.hot().register_flow(&child))
+            .await;
+        self.hot_write(
+            "snapshots.fork_state",
+            self.hot()
+                .put_document(DocKind::State, &state, &child.status, true),
+        )
+        .await;
+        Ok((child, state))
+    }
+
+    async fn snapshot_missing(&self, flow_id: &str, snapshot_id: &str) -> Error {
+        match self.ledger().get_flow(flow_id).await {
+            Ok(Some(_)) => Error::SnapshotNotFound {
+                flow_id: flow_id.to_string(),
+                snapshot_id: snapshot_id.to_string(),
+            },
+            Ok(None) => Error::FlowNotFound(flow_id.to_string()),
+            Err(e) => e,
+        }
+    }
+}

@@ -158,6 +158,29 @@ impl Flowstate {
         self.ledger().list_fallbacks(limit).await
     }
 
+    /// Bytes each of a flow's hot-tier keys uses (Redis `MEMORY USAGE`), and their total.
+    pub async fn memory(
+        &self,
+        flow_id: &str,
+    ) -> Result<(std::collections::BTreeMap<String, u64>, u64)> {
+        crate::ids::validate("flow_id", flow_id)?;
+        if self.ledger().get_flow(flow_id).await?.is_none() {
+            return Err(crate::Error::FlowNotFound(flow_id.to_string()));
+        }
+        let keys = crate::hot::FlowKeys {
+            flow_id: flow_id.to_string(),
+            phases: self.list_phases(flow_id).await?,
+            agents: self.list_agents(flow_id).await?,
+            snapshots: self.list_snapshots(flow_id).await?,
+        };
+        let sizes = self
+            .hot_read("flows.memory", self.hot().memory(&keys))
+            .await
+            .unwrap_or_default();
+        let total = sizes.values().sum();
+        Ok((sizes, total))
+    }
+
     /// Whether the ledger answers (readiness).
     pub async fn ready(&self) -> Result<()> {
         self.ledger().ping().await

@@ -17,6 +17,7 @@ pub(super) fn routes() -> Router<Flowstate> {
         .route("/v1/flows", post(register).get(list))
         .route("/v1/flows/{flow_id}", get(show).delete(delete))
         .route("/v1/flows/{flow_id}/children", get(children))
+        .route("/v1/flows/{flow_id}/memory", get(memory))
 }
 
 async fn register(
@@ -70,4 +71,12 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     fs.delete_flow(&flow_id, q.recursive).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn memory(
+    State(fs): State<Flowstate>,
+    ApiPath(flow_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let (keys, total) = fs.memory(&flow_id).await?;
+    Ok(Json(json!({ "keys": keys, "total_bytes": total })).into_response())
 }

@@ -5,6 +5,7 @@
 //! hierarchy, transition history and document listings are served by the ledger, which is local
 //! in the embedded setup.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,10 @@ use async_trait::async_trait;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
-use super::{CachedFlow, HotResult, HotStats, HotTier, TOMBSTONE_TTL};
+use super::{CachedFlow, FlowKeys, HotResult, HotStats, HotTier, TOMBSTONE_TTL};
 use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
+use crate::keys::Keys;
 use crate::ledger::DeletedFlow;
 use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
@@ -246,4 +248,38 @@ impl HotTier for MemoryHot {
     ) -> HotResult<()> {
         Ok(())
     }
+
+    /// Approximates each cached value by the size of its JSON (there are no Redis keys here;
+    /// the names follow the Redis layout so the answer reads the same on both tiers).
+    async fn memory(&self, flow: &FlowKeys) -> HotResult<BTreeMap<String, u64>> {
+        let keys = Keys::default();
+        let id = &flow.flow_id;
+        let mut out = BTreeMap::new();
+        if let Some(Entry { value: Some(f), .. }) = self.flows.get(id) {
+            out.insert(keys.flow(id), json_len(&*f));
+        }
+        let docs = std::iter::once((DocKind::State, String::new()))
+            .chain(flow.phases.iter().map(|p| (DocKind::Phase, p.clone())))
+            .chain(flow.agents.iter().map(|a| (DocKind::Agent, a.clone())));
+        for (kind, name) in docs {
+            if let Some(Entry { value: Some(d), .. }) =
+                self.documents.get(&(kind, id.clone(), name.clone()))
+            {
+                out.insert(keys.document(kind, id, &name), json_len(&*d));
+            }
+        }
+        for sid in &flow.snapshots {
+            if let Some(Entry { value: Some(s), .. }) =
+                self.snapshots.get(&(id.clone(), sid.clone()))
+            {
+                out.insert(keys.snapshot(id, sid), json_len(&*s));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Bytes of a value's JSON encoding (0 if it cannot be encoded).
+fn json_len<T: serde::Serialize>(value: &T) -> u64 {
+    serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
 }

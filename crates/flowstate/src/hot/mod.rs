@@ -14,6 +14,7 @@ pub mod codec;
 mod memory;
 mod redis;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -77,6 +78,19 @@ pub enum CachedFlow {
     Deleted,
     /// Cached record.
     Present(Flow),
+}
+
+/// The names of everything attached to one flow, for [`HotTier::memory`].
+#[derive(Debug, Clone, Default)]
+pub struct FlowKeys {
+    /// The flow.
+    pub flow_id: String,
+    /// Its phases.
+    pub phases: Vec<String>,
+    /// Its agents with results.
+    pub agents: Vec<String>,
+    /// Its snapshot ids.
+    pub snapshots: Vec<String>,
 }
 
 /// Counters a hot tier keeps about itself.
@@ -158,6 +172,9 @@ pub trait HotTier: Send + Sync + 'static {
 
     /// The cached snapshot, if any.
     async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>>;
+
+    /// Bytes used by each of a flow's keys (absent keys omitted), named as in Redis.
+    async fn memory(&self, keys: &FlowKeys) -> HotResult<BTreeMap<String, u64>>;
 
     /// Appends an event to the flow's event stream.
     async fn append_event(

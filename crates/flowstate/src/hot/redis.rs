@@ -12,7 +12,7 @@
 //! brings the tier back (PING with capped exponential backoff, then invalidation of every key a
 //! write missed, then close).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
 
 use super::breaker::Breaker;
-use super::{CachedFlow, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL, codec};
+use super::{CachedFlow, FlowKeys, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL, codec};
 use crate::config::RedisConfig;
 use crate::documents::{DocKind, Document};
 use crate::flows::Flow;
@@ -367,7 +367,6 @@ impl HotTier for RedisHot {
             .arg(self.ttls.config().transitions_maxlen)
             .arg(&transition.from)
             .arg(&transition.to)
-            .arg(rfc3339(transition.at))
             .arg(metadata)
             .ignore();
         let dirty = vec![
@@ -569,5 +568,45 @@ impl HotTier for RedisHot {
             .ignore();
         pipe.expire(&key, self.ttls.events() as i64).ignore();
         self.core.write(&pipe, &[], vec![key]).await
+    }
+
+    async fn memory(&self, flow: &FlowKeys) -> HotResult<BTreeMap<String, u64>> {
+        let id = &flow.flow_id;
+        let mut keys = vec![
+            self.keys.flow(id),
+            self.keys.document(DocKind::State, id, ""),
+            self.keys.transitions(id),
+            self.keys.events(id),
+            self.keys.hierarchy(id),
+            self.keys.snapshot_list(id),
+        ];
+        for (kind, names) in [
+            (DocKind::Phase, &flow.phases),
+            (DocKind::Agent, &flow.agents),
+        ] {
+            keys.extend(names.iter().map(|n| self.keys.document(kind, id, n)));
+            keys.extend(self.keys.document_index(kind, id));
+        }
+        keys.extend(flow.snapshots.iter().map(|s| self.keys.snapshot(id, s)));
+        let mut pipe = ::redis::pipe();
+        for key in &keys {
+            // SAMPLES 0: measure every element of sets and streams, not an estimate.
+            pipe.cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0);
+        }
+        if !self.core.breaker.admit_read() {
+            return Err(HotError::Unavailable);
+        }
+        let mut conn = self.core.conn();
+        self.core.round_trips.fetch_add(1, Ordering::Relaxed);
+        let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+        Ok(keys
+            .into_iter()
+            .zip(sizes)
+            .filter_map(|(k, size)| size.map(|s| (k, s)))
+            .collect())
     }
 }

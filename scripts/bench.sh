@@ -19,10 +19,16 @@ mkdir -p "$OUT"
 cargo build --release -q
 BIN=target/release/flowstate
 
-redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
-  --pidfile "/tmp/flowstate-bench-redis-$PORT.pid" >/dev/null
-trap 'kill $(cat /tmp/flowstate-bench-redis-$PORT.pid) 2>/dev/null || true; kill ${SERVER_PID:-} 2>/dev/null || true' EXIT
-until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
+  echo "port $PORT is taken by another redis; stop it first" >&2; exit 1
+fi
+start_redis() {
+  redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --pidfile "/tmp/flowstate-bench-redis-$PORT.pid" >/dev/null
+  until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
+}
+start_redis
+trap 'kill -CONT $(cat /tmp/flowstate-bench-redis-$PORT.pid) 2>/dev/null; redis-cli -p $PORT shutdown nosave >/dev/null 2>&1; kill ${SERVER_PID:-} 2>/dev/null || true' EXIT
 
 # --- the reference design, measured by its own driver -----------------------------------------
 REF=../shared/bench
@@ -33,6 +39,8 @@ if [ -f "$REF/seed_baseline.py" ]; then
   /tmp/flowstate-seedbench/.venv/bin/python /tmp/flowstate-seedbench/seed_baseline.py \
     --port "$PORT" --conc "$CONC" --seconds 3 \
     --ops register_flow_child,transition_state,save_phase_state 2>&1 | tee "$OUT/reference.txt"
+  cp "/tmp/flowstate-bench-redis-$PORT.pid" "/tmp/flowstate-seedbench/redis-$PORT.pid"
+  (cd /tmp/flowstate-seedbench && ./bench_limits.sh "$PORT") 2>/dev/null | tail -n 20 > "$OUT/redis-benchmark.txt" || true
 else
   echo "(no ../shared/bench: reference figures skipped)"
 fi
@@ -47,10 +55,28 @@ run_config() { # name, env...
   until curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null; do sleep 0.1; done
   local redis_arg=()
   [[ " $* " == *" REDIS_URL="* ]] && redis_arg=(--redis-url "redis://127.0.0.1:$PORT/0")
-  for scenario in register transition get-flow; do
+  for scenario in register transition get-flow phase-save phase-get state-get; do
     "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
       --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
   done
+  if [ "${DEGRADED:-}" = 1 ]; then
+    local pid; pid=$(cat "/tmp/flowstate-bench-redis-$PORT.pid")
+    echo "-- degraded: redis hung (SIGSTOP)" | tee -a "$OUT/flowstate.txt"
+    kill -STOP "$pid"
+    for scenario in state-get get-flow; do
+      "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
+        --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" | tee -a "$OUT/flowstate.txt"
+    done
+    kill -CONT "$pid"
+    echo "-- degraded: redis down (connection refused)" | tee -a "$OUT/flowstate.txt"
+    redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true
+    for scenario in state-get get-flow; do
+      "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
+        --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" | tee -a "$OUT/flowstate.txt"
+    done
+    start_redis
+    curl -s "http://127.0.0.1:$HTTP_PORT/v1/fallbacks?limit=5" | tee -a "$OUT/flowstate.txt"; echo
+  fi
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
 }
@@ -58,7 +84,7 @@ run_config() { # name, env...
 DB=$(mktemp -d)
 run_config embedded DATABASE_URL="sqlite://$DB/flowstate.db"
 rm -rf "$DB"; DB=$(mktemp -d)
-run_config redis+sqlite DATABASE_URL="sqlite://$DB/flowstate.db" REDIS_URL="redis://127.0.0.1:$PORT/0"
+DEGRADED=1 run_config redis+sqlite DATABASE_URL="sqlite://$DB/flowstate.db" REDIS_URL="redis://127.0.0.1:$PORT/0"
 rm -rf "$DB"
 psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_bench CASCADE' -c 'CREATE SCHEMA flowstate_bench'
 run_config redis+postgres \

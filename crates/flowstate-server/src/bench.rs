@@ -23,6 +23,23 @@ pub enum Scenario {
     Transition,
     /// `GET /v1/flows/{id}`: read a registered flow (hot-tier hit after the first read).
     GetFlow,
+    /// `PUT /v1/flows/{id}/phases/{phase}`: save a ~1 KB phase state, cycling five phases.
+    PhaseSave,
+    /// `GET /v1/flows/{id}/phases/{phase}`: read a saved phase state.
+    PhaseGet,
+    /// `GET /v1/flows/{id}/state`: read the flow's state (the read that must stay fast in
+    /// degraded mode).
+    StateGet,
+}
+
+const PHASES: [&str; 5] = ["discovery", "analysis", "planning", "execution", "review"];
+
+/// A ~1 KB phase state like the reference bench's (`make_phase_state`).
+fn phase_state(seq: u64) -> serde_json::Value {
+    let finding = "flow agent state cache redis event phase discovery analysis plan result token context memory vector query";
+    json!({"state": {"phase": "analysis", "progress": (seq % 1000) as f64 / 1000.0,
+        "findings": (0..6).map(|k| json!({"id": format!("f-{k}"), "text": finding, "confidence": 0.8})).collect::<Vec<_>>(),
+        "updated_at": "2025-01-01T00:00:00+00:00"}})
 }
 
 /// Settings of one bench run.
@@ -86,7 +103,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
         None => None,
     };
     println!(
-        "{:<10} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "{:<11} {:>4} {:>9} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
         "scenario",
         "c",
         "ops",
@@ -102,8 +119,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
     for &c in &args.concurrency {
         let r = run_level(args, &base, &format!("{tag}-{c}"), c, redis.clone()).await?;
         println!(
-            "{:<10} {:>4} {:>9} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9} {:>8}",
-            format!("{:?}", r.scenario).to_lowercase(),
+            "{:<11} {:>4} {:>9} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9} {:>8}",
+            clap::ValueEnum::to_possible_value(&r.scenario)
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default(),
             r.concurrency,
             r.ops,
             r.ops_per_sec,
@@ -143,6 +162,13 @@ impl Worker {
             bail!("setup failed: {} {}", resp.status(), resp.text().await?);
         }
         self.status = "initializing".into();
+        let flow = format!("{}/v1/flows/{}", self.base, self.flow_id);
+        for url in [format!("{flow}/state"), format!("{flow}/phases/{}", PHASES[0])] {
+            let resp = self.http.put(url).json(&phase_state(0)).send().await?;
+            if !resp.status().is_success() {
+                bail!("setup failed: {} {}", resp.status(), resp.text().await?);
+            }
+        }
         Ok(())
     }
 
@@ -177,6 +203,19 @@ impl Worker {
             Scenario::GetFlow => self
                 .http
                 .get(format!("{}/v1/flows/{}", self.base, self.flow_id)),
+            Scenario::PhaseSave => {
+                let phase = PHASES[(self.seq % 5) as usize];
+                self.http
+                    .put(format!("{}/v1/flows/{}/phases/{phase}", self.base, self.flow_id))
+                    .json(&phase_state(self.seq))
+            }
+            Scenario::PhaseGet => self.http.get(format!(
+                "{}/v1/flows/{}/phases/{}",
+                self.base, self.flow_id, PHASES[0]
+            )),
+            Scenario::StateGet => self
+                .http
+                .get(format!("{}/v1/flows/{}/state", self.base, self.flow_id)),
         };
         let resp = request.send().await?;
         let status = resp.status();

@@ -84,7 +84,7 @@ impl Default for RedisConfig {
             max_connections: 50,
             pool_size: 4,
             connect_timeout_ms: 5000,
-            command_timeout_ms: 1000,
+            command_timeout_ms: 500,
             reconnect_retries: 3,
             reconnect_max_delay_ms: 30_000,
         }

@@ -163,7 +163,10 @@ impl Worker {
         }
         self.status = "initializing".into();
         let flow = format!("{}/v1/flows/{}", self.base, self.flow_id);
-        for url in [format!("{flow}/state"), format!("{flow}/phases/{}", PHASES[0])] {
+        for url in [
+            format!("{flow}/state"),
+            format!("{flow}/phases/{}", PHASES[0]),
+        ] {
             let resp = self.http.put(url).json(&phase_state(0)).send().await?;
             if !resp.status().is_success() {
                 bail!("setup failed: {} {}", resp.status(), resp.text().await?);
@@ -206,7 +209,10 @@ impl Worker {
             Scenario::PhaseSave => {
                 let phase = PHASES[(self.seq % 5) as usize];
                 self.http
-                    .put(format!("{}/v1/flows/{}/phases/{phase}", self.base, self.flow_id))
+                    .put(format!(
+                        "{}/v1/flows/{}/phases/{phase}",
+                        self.base, self.flow_id
+                    ))
                     .json(&phase_state(self.seq))
             }
             Scenario::PhaseGet => self.http.get(format!(

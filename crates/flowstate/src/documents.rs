@@ -134,7 +134,7 @@ impl Flowstate {
         }
         match self.ledger().get_document(kind, flow_id, name).await? {
             Some((doc, status)) => {
-                self.hot_write(
+                self.hot_fill(
                     "documents.cache",
                     self.hot().put_document(kind, &doc, &status, false),
                 )

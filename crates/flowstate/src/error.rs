@@ -102,12 +102,16 @@ impl Error {
 }
 
 impl From<sqlx::Error> for Error {
-    /// Sorts ledger failures into "down, retry later" and "unexpected".
+    /// Sorts ledger failures into "down, retry later" and "unexpected". A protocol error means
+    /// the conversation with the server broke (a connection cut mid-handshake answers garbage),
+    /// which the caller sees as the ledger being unreachable; it is logged all the same.
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_) => Error::LedgerUnavailable {
                 reason: err.to_string(),
                 retry_after: Duration::from_secs(1),

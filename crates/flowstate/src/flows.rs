@@ -142,7 +142,7 @@ impl Flowstate {
             .get_flow(flow_id)
             .await?
             .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
-        self.hot_write("flows.cache", self.hot().cache_flow(&flow))
+        self.hot_fill("flows.cache", self.hot().cache_flow(&flow))
             .await;
         Ok(flow)
     }

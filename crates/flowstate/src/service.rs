@@ -206,6 +206,19 @@ impl Flowstate {
         }
     }
 
+    /// Runs a hot-tier repopulation after a miss; failures are counted in metrics only (the
+    /// read that missed already counted its fallback).
+    pub(crate) async fn hot_fill(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = HotResult<()>>,
+    ) {
+        if let Err(e) = fut.await {
+            metrics::counter!("flowstate_hot_fill_failures_total", "operation" => op, "reason" => e.reason())
+                .increment(1);
+        }
+    }
+
     /// Runs a hot-tier read; `None` means "ask the ledger".
     pub(crate) async fn hot_read<T>(
         &self,

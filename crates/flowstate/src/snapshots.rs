@@ -86,7 +86,7 @@ impl Flowstate {
         }
         match self.ledger().get_snapshot(flow_id, snapshot_id).await? {
             Some(s) => {
-                self.hot_write("snapshots.cache", self.hot().put_snapshot(&s, &[], false))
+                self.hot_fill("snapshots.cache", self.hot().put_snapshot(&s, &[], false))
                     .await;
                 Ok(s)
             }

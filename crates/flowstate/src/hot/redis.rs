@@ -118,6 +118,27 @@ impl Core {
         }
     }
 
+    /// A repopulation after a miss: skipped while the breaker is open, and never marks keys
+    /// dirty — it writes the ledger's current value, and the version guards in the scripts stop
+    /// it from ever replacing a newer one, even if it lands late.
+    async fn fill(&self, pipe: &Pipeline, scripts: &[&str]) -> HotResult<()> {
+        if !self.breaker.admit_read() {
+            return Err(HotError::Unavailable);
+        }
+        match self.run(pipe, scripts).await {
+            Ok(()) => {
+                self.breaker.succeeded();
+                Ok(())
+            }
+            Err(e) => {
+                if unavailable(&e) {
+                    self.breaker.read_failed(e.is_timeout());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     /// A read through the breaker.
     async fn read<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> HotResult<T> {
         if !self.breaker.admit_read() {
@@ -324,8 +345,7 @@ impl HotTier for RedisHot {
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
         self.push_put_flow(&mut pipe, flow, false)?;
-        let dirty = vec![self.keys.flow(&flow.flow_id)];
-        self.core.write(&pipe, &[PUT_FLOW_SRC], dirty).await
+        self.core.fill(&pipe, &[PUT_FLOW_SRC]).await
     }
 
     async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow> {
@@ -467,6 +487,9 @@ impl HotTier for RedisHot {
             .arg(self.ttls.document_index(kind))
             .arg(if invalidate.is_some() { "1" } else { "0" })
             .ignore();
+        if !fresh {
+            return self.core.fill(&pipe, &[PUT_DOCUMENT_SRC]).await;
+        }
         let mut dirty = vec![key];
         dirty.extend(invalidate);
         self.core.write(&pipe, &[PUT_DOCUMENT_SRC], dirty).await
@@ -515,8 +538,11 @@ impl HotTier for RedisHot {
             .arg("EX")
             .arg(ttl)
             .ignore();
+        if !fresh {
+            return self.core.fill(&pipe, &[]).await;
+        }
         let mut dirty = vec![key];
-        if fresh {
+        {
             let list = self.keys.snapshot_list(id);
             pipe.lpush(&list, &snapshot.snapshot_id).ignore();
             pipe.ltrim(&list, 0, KEEP_SNAPSHOTS as isize - 1).ignore();

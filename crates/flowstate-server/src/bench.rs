@@ -398,8 +398,8 @@ async fn round_trips(base: &str) -> Option<u64> {
         .json()
         .await
         .ok()?;
-    if health["hot_tier"]["backend"] != "redis" {
+    if health["redis"]["backend"] != "redis" {
         return None;
     }
-    health["hot_tier"]["stats"]["round_trips"].as_u64()
+    health["redis"]["stats"]["round_trips"].as_u64()
 }

@@ -325,6 +325,12 @@ impl Config {
         if self.redis.ssl_required && self.redis.is_enabled() && !url.starts_with("rediss://") {
             return bad("REDIS_SSL_REQUIRED is true but REDIS_URL is not rediss://".into());
         }
+        if self.key_prefix.contains(['{', '}']) || self.key_prefix.len() > 64 {
+            return bad(format!(
+                "FLOWSTATE_KEY_PREFIX ({:?}) must be at most 64 characters without braces: braces would change every key's Redis Cluster hash tag",
+                self.key_prefix
+            ));
+        }
         if self.redis.max_connections == 0 {
             return bad("REDIS_MAX_CONNECTIONS must be at least 1".into());
         }
@@ -457,6 +463,13 @@ mod tests {
             jail.set_env("REDIS_URL", "redis://h:1");
             let err = Config::load_from(None).unwrap_err().to_string();
             assert!(err.contains("REDIS_SSL_REQUIRED"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FLOWSTATE_KEY_PREFIX", "{env}:");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("FLOWSTATE_KEY_PREFIX"), "{err}");
             Ok(())
         });
         figment::Jail::expect_with(|jail| {

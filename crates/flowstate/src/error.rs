@@ -116,6 +116,29 @@ impl From<sqlx::Error> for Error {
                 reason: err.to_string(),
                 retry_after: Duration::from_secs(1),
             },
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                // Connection exceptions, insufficient resources, operator intervention (shutdown,
+                // failover), serialization failures and deadlocks, read-only after failover:
+                // the ledger is (momentarily) not serving; retrying is right.
+                Some(c)
+                    if c.starts_with("08")
+                        || c.starts_with("53")
+                        || c.starts_with("57")
+                        || c == "40001"
+                        || c == "40P01"
+                        || c == "25006" =>
+                {
+                    Error::LedgerUnavailable {
+                        reason: err.to_string(),
+                        retry_after: Duration::from_secs(1),
+                    }
+                }
+                // Text PostgreSQL cannot store (NUL in JSON strings, invalid encodings).
+                Some("22P05" | "22021") => {
+                    Error::InvalidInput(format!("value not storable: {}", db.message()))
+                }
+                _ => Error::Ledger(err),
+            },
             _ => Error::Ledger(err),
         }
     }

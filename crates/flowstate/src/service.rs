@@ -54,8 +54,8 @@ pub async fn track_degraded<F: Future>(fut: F) -> (F::Output, bool) {
 pub struct Health {
     /// `healthy`, `degraded` (hot tier unreachable) or `unavailable` (ledger unreachable).
     pub status: &'static str,
-    /// The hot tier.
-    pub hot_tier: TierHealth,
+    /// The hot tier (named `redis` as in DESIGN §5; its `backend` says `memory` when embedded).
+    pub redis: TierHealth,
     /// The ledger.
     pub ledger: TierHealth,
 }
@@ -124,21 +124,21 @@ impl Flowstate {
             stats: None,
         };
         let hot = self.hot().ping().await;
-        let hot_tier = TierHealth {
+        let redis = TierHealth {
             backend: self.hot().backend(),
             ok: hot.is_ok(),
             latency_ms: hot.as_ref().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
             error: hot.err().map(|e| e.to_string()),
             stats: Some(self.hot().stats()),
         };
-        let status = match (ledger.ok, hot_tier.ok) {
+        let status = match (ledger.ok, redis.ok) {
             (false, _) => "unavailable",
             (true, false) => "degraded",
             (true, true) => "healthy",
         };
         Health {
             status,
-            hot_tier,
+            redis,
             ledger,
         }
     }

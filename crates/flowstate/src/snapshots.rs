@@ -14,6 +14,9 @@ use crate::flows::{self, Flow, INITIAL_STATUS};
 use crate::ids;
 use crate::service::Flowstate;
 
+/// The snapshot id that would collide with the list key `flow:snapshots:{id}:list`.
+pub const RESERVED_SNAPSHOT_ID: &str = "list";
+
 /// Snapshots kept per flow (the reference's `LTRIM 0 9`).
 pub const KEEP_SNAPSHOTS: u32 = 10;
 
@@ -55,6 +58,14 @@ impl Flowstate {
         let snapshot_id = match snapshot_id {
             Some(id) => {
                 ids::validate("snapshot_id", &id)?;
+                if id == RESERVED_SNAPSHOT_ID {
+                    return Err(Error::InvalidId {
+                        field: "snapshot_id",
+                        reason: format!(
+                            "{RESERVED_SNAPSHOT_ID:?} is reserved (it names the snapshot list in Redis)"
+                        ),
+                    });
+                }
                 id
             }
             None => uuid::Uuid::now_v7().to_string(),

@@ -1,6 +1,5 @@
 //! `/v1/flows/{id}/snapshots`: snapshots with lineage, restore (roll back) and fork (branch).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::{ApiJson, ApiPath};
+use super::{ApiBytes, ApiJson, ApiPath};
 
 pub(super) fn routes() -> Router<Flowstate> {
     Router::new()
@@ -75,7 +74,7 @@ async fn restore(
 async fn fork(
     State(fs): State<Flowstate>,
     ApiPath((flow_id, snapshot_id)): ApiPath<(String, String)>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let req: ForkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ForkRequest::default()

@@ -149,7 +149,7 @@ async fn redis_killed_mid_workload() {
     assert!(degraded > 0, "responses served without redis say so");
     let h = app.get("/v1/health").await;
     assert_eq!(h.body["status"], "degraded", "{}", h.body);
-    assert_eq!(h.body["hot_tier"]["stats"]["breaker_open"], true);
+    assert_eq!(h.body["redis"]["stats"]["breaker_open"], true);
 
     let _redis = RedisServer::start_on(port).await;
     wait_healthy(&app).await;
@@ -188,7 +188,7 @@ async fn redis_hung_then_resumed_serves_no_stale_read() {
 
     redis.resume();
     let health = wait_healthy(&app).await;
-    assert_eq!(health["hot_tier"]["stats"]["dirty_keys"], 0, "{health}");
+    assert_eq!(health["redis"]["stats"]["dirty_keys"], 0, "{health}");
     // Redis kept its round-0 values through the pause; none of them may be served.
     for i in 0..FLOWS {
         let f = format!("/v1/flows/f{i}");

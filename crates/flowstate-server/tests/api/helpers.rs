@@ -203,7 +203,7 @@ impl TestApp {
     /// The server's count of Redis round trips so far (includes the health check's own PING).
     pub async fn round_trips(&self) -> u64 {
         let h = self.get("/v1/health").await;
-        h.body["hot_tier"]["stats"]["round_trips"]
+        h.body["redis"]["stats"]["round_trips"]
             .as_u64()
             .expect("round trip counter")
     }

@@ -147,6 +147,27 @@ async fn lineage_restore_fork(backend: Backend) {
         )
         .await;
     assert_eq!(bad.body["error"]["code"], "invalid_id");
+    let bad = app
+        .post(
+            "/v1/flows/f/snapshots",
+            json!({"snapshot_id": "list", "state": {}}),
+        )
+        .await;
+    assert_eq!(
+        bad.body["error"]["code"], "invalid_id",
+        "'list' names the snapshot list key"
+    );
+    let big = app
+        .send(
+            app.http
+                .post(app.url("/v1/flows/f/snapshots/s5/fork"))
+                .body("x".repeat(2 * 1024 * 1024)),
+        )
+        .await;
+    assert_eq!(
+        (big.status, big.body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
     let bad = app.post("/v1/flows/f/snapshots", json!({"state": 5})).await;
     assert_eq!(bad.body["error"]["code"], "invalid_body");
     assert_eq!(

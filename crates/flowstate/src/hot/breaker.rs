@@ -1,8 +1,8 @@
 //! The circuit breaker in front of Redis, and the record of what must be invalidated before
 //! Redis may serve reads again.
 //!
-//! Closed, every call goes to Redis. A failed write, a timeout, or
-//! [`Breaker::READ_FAILURES_TO_OPEN`] consecutive failed reads open it; open, calls fail at once
+//! Closed, every call goes to Redis. A write that could not reach Redis, a timeout, or
+//! [`Breaker::READ_FAILURES_TO_OPEN`] consecutive unreachable reads open it; open, calls fail at once
 //! (an atomic load, no waiting on timeouts) and the callers serve from the ledger. A background
 //! prober (in the Redis tier) PINGs with capped exponential backoff; when Redis answers it
 //! deletes every key a write could not reach ([`Breaker::take_dirty`]) and only then closes the

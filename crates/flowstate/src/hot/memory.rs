@@ -63,15 +63,19 @@ impl<K, T> moka::Expiry<K, Entry<T>> for EntryTtl {
 
 type DocKey = (DocKind, String, String);
 
-/// Stores `entry` under `key` unless a newer or equal version is cached (`force` stores
-/// regardless).
+/// Stores `entry` under `key` unless a newer or equal version is cached; `force` also replaces a
+/// tombstone (and only a tombstone).
 fn put<K, T>(cache: &Cache<K, Entry<T>>, key: K, entry: Entry<T>, force: bool)
 where
     K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
     T: Send + Sync + 'static,
 {
     cache.entry(key).and_compute_with(|current| match current {
-        Some(cur) if !force && cur.value().version >= entry.version => Op::Nop,
+        Some(cur)
+            if !(force && cur.value().value.is_none()) && cur.value().version >= entry.version =>
+        {
+            Op::Nop
+        }
         _ => Op::Put(entry),
     });
 }

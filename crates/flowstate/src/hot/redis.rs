@@ -111,8 +111,20 @@ impl Core {
                 self.breaker.succeeded();
                 Ok(())
             }
-            Err(e) => {
+            Err(e) if unavailable(&e) => {
                 self.breaker.write_failed(keys);
+                Err(e.into())
+            }
+            Err(e) => {
+                // Redis answered with an error (a foreign value of the wrong type at our key,
+                // say): drop what may be stale right away; open only if even that fails.
+                let mut del = ::redis::pipe();
+                for key in &keys {
+                    del.del(key).ignore();
+                }
+                if self.run(&del, &[]).await.is_err() {
+                    self.breaker.write_failed(keys);
+                }
                 Err(e.into())
             }
         }

@@ -29,7 +29,7 @@ use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 
 mod snapshots {
-    super::super::snapshot_sql::snapshot_statements!(sqlx::PgConnection);
+    super::super::snapshot_sql::snapshot_statements!(sqlx::PgConnection, " FOR UPDATE");
 }
 
 /// Ledger on a PostgreSQL database.
@@ -131,6 +131,18 @@ impl Ledger for PostgresLedger {
             delete_statements!(single)
         };
         let mut tx = self.pool.begin().await?;
+        // Lock the rows first: a document written concurrently waits for this delete (its
+        // foreign-key check needs the row) instead of slipping in unlisted and being cascaded
+        // away in Postgres while its Redis key lives on.
+        let lock = if recursive {
+            concat!(
+                subtree!(recursive),
+                "SELECT flow_id FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) FOR UPDATE"
+            )
+        } else {
+            "SELECT flow_id FROM flows WHERE flow_id = $1 FOR UPDATE"
+        };
+        sqlx::query(lock).bind(flow_id).execute(&mut *tx).await?;
         let docs: Vec<(String, String, String)> = sqlx::query_as(list_docs)
             .bind(flow_id)
             .fetch_all(&mut *tx)

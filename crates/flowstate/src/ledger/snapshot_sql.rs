@@ -4,9 +4,11 @@
 //! caller's transaction (PostgreSQL) or write group (SQLite); every step after the first that
 //! can fail on the caller's input is a read, so a rejected request never leaves half a write.
 
-/// Expands `create`, `restore`, `fork`, `get` and `list` for connection type `$conn`.
+/// Expands `create`, `restore`, `fork`, `get` and `list` for connection type `$conn`; `$lock`
+/// is the row-lock clause that serialises snapshot creation per flow (`" FOR UPDATE"` on
+/// PostgreSQL; empty on SQLite, whose single writer serialises everything already).
 macro_rules! snapshot_statements {
-    ($conn:ty) => {
+    ($conn:ty, $lock:literal) => {
         use serde_json::{Map, Value};
         use sqlx::types::Json;
         use time::OffsetDateTime;
@@ -99,7 +101,7 @@ macro_rules! snapshot_statements {
             keep: u32,
         ) -> Result<(Snapshot, Vec<String>)> {
             let head: Option<Option<String>> =
-                sqlx::query_scalar("SELECT head_snapshot_id FROM flows WHERE flow_id = $1")
+                sqlx::query_scalar(concat!("SELECT head_snapshot_id FROM flows WHERE flow_id = $1", $lock))
                     .bind(flow_id)
                     .fetch_optional(&mut *conn)
                     .await?;
@@ -159,8 +161,9 @@ macro_rules! snapshot_statements {
             ))
             .bind(flow_id)
             .bind(snapshot_id)
-            .fetch_one(&mut *conn)
-            .await?;
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
             let doc = write_state(conn, flow_id, &state, at).await?;
             Ok((flow.into_flow(), doc))
         }
@@ -188,9 +191,10 @@ macro_rules! snapshot_statements {
             .bind(child.created_at)
             .bind(snapshot_id)
             .bind(flow_id)
-            .fetch_one(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await
-            .map_err(|e| insert_error(e, child))?;
+            .map_err(|e| insert_error(e, child))?
+            .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
             let flow = row.into_flow();
             let doc = write_state(conn, &flow.flow_id, &state, flow.created_at).await?;
             Ok((flow, doc))

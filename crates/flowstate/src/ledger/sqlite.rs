@@ -47,7 +47,7 @@ const MAX_GROUP: usize = 256;
 const QUEUE: usize = 4096;
 
 mod snapshots {
-    super::super::snapshot_sql::snapshot_statements!(sqlx::SqliteConnection);
+    super::super::snapshot_sql::snapshot_statements!(sqlx::SqliteConnection, "");
 }
 
 /// Ledger on a SQLite file.

@@ -100,6 +100,18 @@ impl Flowstate {
         if kind != DocKind::State {
             ids::validate(kind.name_field(), name)?;
         }
+        let (this, flow_id, name) = (self.clone(), flow_id.to_string(), name.to_string());
+        self.detached(async move { this.put_document_now(kind, &flow_id, &name, body).await })
+            .await
+    }
+
+    async fn put_document_now(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+        body: Map<String, Value>,
+    ) -> Result<Document> {
         let (doc, status) = self
             .ledger()
             .put_document(kind, flow_id, name, &body, crate::flows::now())
@@ -123,6 +135,7 @@ impl Flowstate {
         if kind != DocKind::State {
             ids::validate(kind.name_field(), name)?;
         }
+        let epoch = self.hot().epoch();
         if let Some(Some(doc)) = self
             .hot_read(
                 "documents.get",
@@ -135,6 +148,7 @@ impl Flowstate {
         match self.ledger().get_document(kind, flow_id, name).await? {
             Some((doc, status)) => {
                 self.hot_fill(
+                    epoch,
                     "documents.cache",
                     self.hot().put_document(kind, &doc, &status, false),
                 )

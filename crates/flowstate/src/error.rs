@@ -69,6 +69,9 @@ pub enum Error {
         /// When a retry makes sense.
         retry_after: Duration,
     },
+    /// A bug: something that should not fail did (a write task panicked, say).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The configuration is invalid; the message names the setting.
     #[error("configuration: {0}")]
     Config(String),
@@ -96,7 +99,7 @@ impl Error {
             Error::StaleTransition { .. } => "stale_transition",
             Error::LedgerUnavailable { .. } => "ledger_unavailable",
             Error::Config(_) => "invalid_config",
-            Error::Ledger(_) | Error::Migrate(_) => "internal",
+            Error::Ledger(_) | Error::Migrate(_) | Error::Internal(_) => "internal",
         }
     }
 }

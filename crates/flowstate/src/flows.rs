@@ -93,6 +93,12 @@ pub(crate) fn now() -> OffsetDateTime {
 impl Flowstate {
     /// Registers a flow: status `initializing`, version 1; the parent must exist.
     pub async fn register_flow(&self, new: NewFlow) -> Result<Flow> {
+        let this = self.clone();
+        self.detached(async move { this.register_flow_now(new).await })
+            .await
+    }
+
+    async fn register_flow_now(&self, new: NewFlow) -> Result<Flow> {
         let flow_id = match new.flow_id {
             Some(id) => {
                 ids::validate("flow_id", &id)?;
@@ -129,6 +135,7 @@ impl Flowstate {
     /// The flow with this id, from the hot tier when cached.
     pub async fn get_flow(&self, flow_id: &str) -> Result<Flow> {
         ids::validate("flow_id", flow_id)?;
+        let epoch = self.hot().epoch();
         match self
             .hot_read("flows.get", self.hot().get_flow(flow_id))
             .await
@@ -142,7 +149,7 @@ impl Flowstate {
             .get_flow(flow_id)
             .await?
             .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
-        self.hot_fill("flows.cache", self.hot().cache_flow(&flow))
+        self.hot_fill(epoch, "flows.cache", self.hot().cache_flow(&flow))
             .await;
         Ok(flow)
     }
@@ -197,6 +204,12 @@ impl Flowstate {
     /// `recursive`, which deletes the whole subtree.
     pub async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<()> {
         ids::validate("flow_id", flow_id)?;
+        let (this, flow_id) = (self.clone(), flow_id.to_string());
+        self.detached(async move { this.delete_flow_now(&flow_id, recursive).await })
+            .await
+    }
+
+    async fn delete_flow_now(&self, flow_id: &str, recursive: bool) -> Result<()> {
         let deleted = self.ledger().delete_flow(flow_id, recursive).await?;
         self.hot_write("flows.delete", self.hot().remove_flows(&deleted))
             .await;

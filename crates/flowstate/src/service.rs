@@ -206,13 +206,36 @@ impl Flowstate {
         }
     }
 
-    /// Runs a hot-tier repopulation after a miss; failures are counted in metrics only (the
-    /// read that missed already counted its fallback).
+    /// Runs a write to completion on a task of its own. An HTTP client that disconnects drops
+    /// its request future; a ledger commit must never be parted from the hot-tier write that
+    /// follows it, or Redis would keep the old value.
+    pub(crate) async fn detached<T, F>(&self, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (result, degraded) = tokio::spawn(track_degraded(fut))
+            .await
+            .map_err(|e| crate::Error::Internal(format!("write task failed: {e}")))?;
+        if degraded {
+            let _ = DEGRADED.try_with(|d| d.set(true));
+        }
+        result
+    }
+
+    /// Runs a hot-tier repopulation after a miss, unless the hot tier went through an outage
+    /// since `epoch` (taken before the ledger read): the value read may predate writes that the
+    /// recovery already invalidated. Failures are counted in metrics only (the read that missed
+    /// already counted its fallback).
     pub(crate) async fn hot_fill(
         &self,
+        epoch: u64,
         op: &'static str,
         fut: impl Future<Output = HotResult<()>>,
     ) {
+        if self.hot().epoch() != epoch {
+            return;
+        }
         if let Err(e) = fut.await {
             metrics::counter!("flowstate_hot_fill_failures_total", "operation" => op, "reason" => e.reason())
                 .increment(1);

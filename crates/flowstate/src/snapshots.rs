@@ -70,22 +70,27 @@ impl Flowstate {
             }
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let (snapshot, evicted) = self
-            .ledger()
-            .create_snapshot(flow_id, &snapshot_id, &state, flows::now(), KEEP_SNAPSHOTS)
-            .await?;
-        self.hot_write(
-            "snapshots.create",
-            self.hot().put_snapshot(&snapshot, &evicted, true),
-        )
-        .await;
-        Ok(snapshot)
+        let (this, flow_id) = (self.clone(), flow_id.to_string());
+        self.detached(async move {
+            let (snapshot, evicted) = this
+                .ledger()
+                .create_snapshot(&flow_id, &snapshot_id, &state, flows::now(), KEEP_SNAPSHOTS)
+                .await?;
+            this.hot_write(
+                "snapshots.create",
+                this.hot().put_snapshot(&snapshot, &evicted, true),
+            )
+            .await;
+            Ok(snapshot)
+        })
+        .await
     }
 
     /// A snapshot.
     pub async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Snapshot> {
         ids::validate("flow_id", flow_id)?;
         ids::validate("snapshot_id", snapshot_id)?;
+        let epoch = self.hot().epoch();
         if let Some(Some(s)) = self
             .hot_read(
                 "snapshots.get",
@@ -97,8 +102,12 @@ impl Flowstate {
         }
         match self.ledger().get_snapshot(flow_id, snapshot_id).await? {
             Some(s) => {
-                self.hot_fill("snapshots.cache", self.hot().put_snapshot(&s, &[], false))
-                    .await;
+                self.hot_fill(
+                    epoch,
+                    "snapshots.cache",
+                    self.hot().put_snapshot(&s, &[], false),
+                )
+                .await;
                 Ok(s)
             }
             None => Err(self.snapshot_missing(flow_id, snapshot_id).await),

@@ -55,6 +55,16 @@ impl Flowstate {
         ids::validate("flow_id", flow_id)?;
         ids::validate("from", &req.from)?;
         ids::validate("to", &req.to)?;
+        let (this, flow_id) = (self.clone(), flow_id.to_string());
+        self.detached(async move { this.transition_now(&flow_id, req).await })
+            .await
+    }
+
+    async fn transition_now(
+        &self,
+        flow_id: &str,
+        req: TransitionRequest,
+    ) -> Result<(Transition, Flow)> {
         let metadata = req.metadata.unwrap_or_default();
         let (transition, flow) = self
             .ledger()

@@ -57,7 +57,7 @@ impl From<flowstate::Error> for ApiError {
             | E::StaleTransition { .. }
             | E::SnapshotExists(_) => StatusCode::CONFLICT,
             E::LedgerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            E::Config(_) | E::Ledger(_) | E::Migrate(_) => {
+            E::Config(_) | E::Ledger(_) | E::Migrate(_) | E::Internal(_) => {
                 tracing::error!(error = %err, "request failed unexpectedly");
                 return ApiError::internal();
             }

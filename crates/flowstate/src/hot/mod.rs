@@ -118,6 +118,12 @@ pub trait HotTier: Send + Sync + 'static {
     /// Counters since start.
     fn stats(&self) -> HotStats;
 
+    /// Grows every time the tier loses its connection to Redis (the breaker opens); a cache fill
+    /// whose ledger read started in an older epoch is dropped.
+    fn epoch(&self) -> u64 {
+        0
+    }
+
     /// Readies the tier at startup (Redis: loads the Lua scripts, so that the first operations
     /// are one round trip too).
     async fn prepare(&self) -> HotResult<()> {

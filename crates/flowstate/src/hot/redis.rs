@@ -317,6 +317,10 @@ impl HotTier for RedisHot {
         self.core.ping().await
     }
 
+    fn epoch(&self) -> u64 {
+        self.core.breaker.opened_total()
+    }
+
     fn stats(&self) -> HotStats {
         let breaker = &self.core.breaker;
         HotStats {

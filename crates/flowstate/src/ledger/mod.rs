@@ -6,8 +6,8 @@
 //! tests (`flowstate-server`'s API tests) run against both.
 
 mod postgres;
-mod snapshot_sql;
 mod sqlite;
+mod sqlite_writer;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};

@@ -1,36 +1,24 @@
 //! The embedded ledger: one SQLite file in WAL mode.
 //!
-//! SQLite allows one writer at a time. Rather than letting concurrent writers spin in SQLite's
-//! busy handler (sleeps of up to 100 ms, which wreck tail latency), all writes go to one writer
-//! task that owns the only write connection and **commits them in groups**: whatever requests
-//! are waiting when it becomes free run in one transaction, so a commit (and its WAL pages) is
-//! paid once per group instead of once per request. Every write is a single statement, or a
-//! statement sequence whose later steps cannot fail on the caller's input, so a rejected request
-//! (duplicate id, stale transition) rolls back only its own statement and its neighbours commit;
-//! an I/O failure rolls back the whole group and every request in it gets a retryable 503.
-//! Each caller is answered only after the group's COMMIT. Reads use a separate pool and never
-//! wait for the writer. `synchronous = NORMAL` is the WAL setting SQLite recommends: a crash of
-//! the process loses nothing, a power loss at most the last transactions.
+//! Writes go to the writer thread ([`super::sqlite_writer`]), which owns the only write
+//! connection and commits queued requests in groups; reads use a separate sqlx pool and never
+//! wait for the writer (WAL). `synchronous = NORMAL` is the WAL setting SQLite recommends: a
+//! crash of the process loses nothing, a power loss at most the last transactions.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::future::BoxFuture;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, QueryBuilder, Sqlite, SqlitePool};
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite_writer::{self as write, Writer};
 use super::{
     DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, PUT_DOCUMENT, TransitionRow, attach_documents, cas_failure, delete_error,
-    delete_statements, flow_columns, insert_error, insert_fallback, push_filters, recorded,
-    subtree,
+    Ledger, TransitionRow, flow_columns, push_filters,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document};
@@ -40,245 +28,35 @@ use crate::flows::{Flow, FlowFilter};
 use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 
-/// Most requests committed in one group.
-const MAX_GROUP: usize = 256;
-
-/// Requests waiting for the writer; beyond this, callers wait to enqueue (backpressure).
-const QUEUE: usize = 4096;
-
-mod snapshots {
-    super::super::snapshot_sql::snapshot_statements!(sqlx::SqliteConnection, "");
-}
-
 /// Ledger on a SQLite file.
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
-    /// Queue of the writer task, which owns the only write connection.
-    writer: mpsc::Sender<Job>,
+    /// The writer thread, which owns the only write connection.
+    writer: Writer,
     /// Readers; WAL lets them run alongside the writer.
     reader: SqlitePool,
 }
 
-/// One write request: runs its statements on the writer connection inside the group's
-/// transaction and hands back its outcome, delivered to the caller after COMMIT.
-type Job =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Box<dyn Outcome>> + Send>;
-
-/// A job's result waiting for its group to commit.
-trait Outcome: Send {
-    /// Whether the failure poisons the group (I/O, corruption) rather than just this request.
-    fn is_fatal(&self) -> bool;
-    /// Answers the caller: the group committed.
-    fn deliver(self: Box<Self>);
-    /// Answers the caller: the group did not commit.
-    fn fail(self: Box<Self>, reason: &str);
-}
-
-struct Pending<T> {
-    result: Result<T>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T: Send> Outcome for Pending<T> {
-    fn is_fatal(&self) -> bool {
-        matches!(
-            self.result,
-            Err(Error::Ledger(_) | Error::LedgerUnavailable { .. })
-        )
-    }
-
-    fn deliver(self: Box<Self>) {
-        // A caller that went away no longer needs its answer; its write stands.
-        let _ = self.reply.send(self.result);
-    }
-
-    fn fail(self: Box<Self>, reason: &str) {
-        let _ = self.reply.send(Err(aborted(reason)));
-    }
-}
-
-fn aborted(reason: &str) -> Error {
-    Error::LedgerUnavailable {
-        reason: format!("write not committed: {reason}"),
-        retry_after: Duration::from_secs(1),
-    }
-}
-
-/// The writer task: takes whatever is queued (up to [`MAX_GROUP`]) and commits it as one group.
-async fn write_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        metrics::histogram!("flowstate_ledger_group_size").record(group.len() as f64);
-        commit_group(&mut conn, std::mem::take(&mut group)).await;
-    }
-}
-
-/// Runs a group in one transaction. Jobs that never ran (the group failed before them) are
-/// dropped, which their callers see as "not committed" too.
-async fn commit_group(conn: &mut SqliteConnection, group: Vec<Job>) {
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        tracing::error!(error = %e, "cannot begin a ledger write group");
-        return;
-    }
-    let mut outcomes: Vec<Box<dyn Outcome>> = Vec::with_capacity(group.len());
-    for job in group {
-        let outcome = job(conn).await;
-        if outcome.is_fatal() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            tracing::error!("ledger write group rolled back");
-            outcome.deliver();
-            outcomes
-                .into_iter()
-                .for_each(|o| o.fail("the transaction failed"));
-            return;
-        }
-        outcomes.push(outcome);
-    }
-    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        let reason = e.to_string();
-        outcomes.into_iter().for_each(|o| o.fail(&reason));
-        return;
-    }
-    outcomes.into_iter().for_each(|o| o.deliver());
-}
-
-/// A transition's inputs, moved into its job.
-struct TransitionJob {
-    flow_id: String,
-    from: String,
-    to: String,
-    metadata: Map<String, Value>,
-    at: OffsetDateTime,
-}
-
-/// A document write's inputs, moved into its job.
-struct DocumentJob {
-    kind: DocKind,
-    flow_id: String,
-    name: String,
-    body: Map<String, Value>,
-    at: OffsetDateTime,
-}
-
-async fn insert(conn: &mut SqliteConnection, flow: &Flow) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-         created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&flow.flow_id)
-    .bind(&flow.flow_type)
-    .bind(&flow.parent_flow_id)
-    .bind(&flow.status)
-    .bind(Json(&flow.metadata))
-    .bind(flow.created_at)
-    .bind(flow.updated_at)
-    .bind(flow.version)
-    .execute(conn)
-    .await
-    .map_err(|e| insert_error(e, flow))?;
-    Ok(())
-}
-
-/// UPDATE-if-status then INSERT history: the INSERT cannot conflict (its key is the version the
-/// UPDATE just produced), so the pair is atomic within the group without a savepoint.
-async fn transition(conn: &mut SqliteConnection, t: &TransitionJob) -> Result<(Transition, Flow)> {
-    let updated: Option<FlowRow> = sqlx::query_as(concat!(
-        "UPDATE flows SET status = ?, version = version + 1, updated_at = ? \
-         WHERE flow_id = ? AND status = ? RETURNING ",
-        flow_columns!()
-    ))
-    .bind(&t.to)
-    .bind(t.at)
-    .bind(&t.flow_id)
-    .bind(&t.from)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = updated else {
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = ?")
-                .bind(&t.flow_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        return Err(cas_failure(current, &t.flow_id, &t.from));
-    };
-    let flow = row.into_flow();
-    sqlx::query(
-        "INSERT INTO flow_transitions (flow_id, seq, from_status, to_status, metadata, at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&t.flow_id)
-    .bind(flow.version)
-    .bind(&t.from)
-    .bind(&t.to)
-    .bind(Json(&t.metadata))
-    .bind(t.at)
-    .execute(&mut *conn)
-    .await?;
-    Ok((recorded(&flow, &t.from, &t.to, &t.metadata, t.at), flow))
-}
-
-async fn delete(
-    conn: &mut SqliteConnection,
-    flow_id: &str,
-    recursive: bool,
-) -> Result<Vec<DeletedFlow>> {
-    let (list_docs, delete) = if recursive {
-        delete_statements!(recursive)
-    } else {
-        delete_statements!(single)
-    };
-    let docs: Vec<(String, String, String)> = sqlx::query_as(list_docs)
-        .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await?;
-    let rows: Vec<FlowRow> = sqlx::query_as(delete)
-        .bind(flow_id)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| delete_error(e, flow_id))?;
-    if rows.is_empty() {
-        return Err(Error::FlowNotFound(flow_id.to_string()));
-    }
-    let flows = rows.into_iter().map(FlowRow::into_flow).collect();
-    Ok(attach_documents(flows, docs))
-}
-
-async fn put_document(conn: &mut SqliteConnection, d: &DocumentJob) -> Result<(Document, String)> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = $1")
-        .bind(&d.flow_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let status = status.ok_or_else(|| Error::FlowNotFound(d.flow_id.clone()))?;
-    let version: i64 = sqlx::query_scalar(PUT_DOCUMENT)
-        .bind(&d.flow_id)
-        .bind(d.kind.as_str())
-        .bind(&d.name)
-        .bind(Json(&d.body))
-        .bind(d.at)
-        .fetch_one(&mut *conn)
-        .await?;
-    let doc = Document {
-        flow_id: d.flow_id.clone(),
-        name: d.name.clone(),
-        body: d.body.clone(),
-        saved_at: d.at,
-        version,
-    };
-    Ok((doc, status))
-}
-
-async fn record_fallbacks(conn: &mut SqliteConnection, rows: &[FallbackRecord]) -> Result<()> {
-    for r in rows {
-        insert_fallback::<Sqlite>(r).execute(&mut *conn).await?;
-    }
-    Ok(())
+/// A `flow_snapshots` row.
+#[derive(sqlx::FromRow)]
+struct SnapshotRow {
+    snapshot_id: String,
+    parent_snapshot_id: Option<String>,
+    state: Json<Map<String, Value>>,
+    created_at: OffsetDateTime,
 }
 
 impl SqliteLedger {
     /// Opens (creating if missing) the database at `cfg.url`, applies migrations and starts the
-    /// writer task.
+    /// writer thread.
     pub async fn connect(cfg: &DatabaseConfig) -> Result<Self> {
+        if cfg.url.contains(":memory:") || cfg.url.contains("mode=memory") {
+            return Err(Error::Config(
+                "DATABASE_URL: an in-memory SQLite database cannot be shared by the writer and \
+                 the readers; use a file"
+                    .into(),
+            ));
+        }
         let options = SqliteConnectOptions::from_str(&cfg.url)
             .map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?
             .create_if_missing(true)
@@ -288,41 +66,13 @@ impl SqliteLedger {
             .foreign_keys(true);
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
-
-        let in_memory = cfg.url.contains(":memory:") || cfg.url.contains("mode=memory");
-        if in_memory {
-            return Err(Error::Config(
-                "DATABASE_URL: an in-memory SQLite database cannot be shared by the writer and \
-                 the readers; use a file"
-                    .into(),
-            ));
-        }
+        let writer = Writer::start(options.get_filename())?;
         let reader = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
             .connect_with(options.read_only(true))
             .await?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(conn, rx));
-        Ok(SqliteLedger { writer: tx, reader })
-    }
-
-    /// Queues `work` for the writer and waits until its group committed (or did not).
-    async fn submit<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            Box::pin(async move {
-                let result = work(conn).await;
-                Box::new(Pending { result, reply }) as Box<dyn Outcome>
-            })
-        });
-        let gone = || aborted("the writer stopped or the group failed");
-        self.writer.send(job).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        Ok(SqliteLedger { writer, reader })
     }
 }
 
@@ -339,7 +89,8 @@ impl Ledger for SqliteLedger {
 
     async fn insert_flow(&self, flow: &Flow) -> Result<()> {
         let flow = flow.clone();
-        self.submit(move |c| Box::pin(async move { insert(c, &flow).await }))
+        self.writer
+            .submit(move |c| write::insert_flow(c, &flow))
             .await
     }
 
@@ -386,7 +137,8 @@ impl Ledger for SqliteLedger {
 
     async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>> {
         let flow_id = flow_id.to_string();
-        self.submit(move |c| Box::pin(async move { delete(c, &flow_id, recursive).await }))
+        self.writer
+            .submit(move |c| write::delete_flow(c, &flow_id, recursive))
             .await
     }
 
@@ -398,14 +150,14 @@ impl Ledger for SqliteLedger {
         metadata: &Map<String, Value>,
         at: OffsetDateTime,
     ) -> Result<(Transition, Flow)> {
-        let job = TransitionJob {
-            flow_id: flow_id.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
-            metadata: metadata.clone(),
-            at,
-        };
-        self.submit(move |c| Box::pin(async move { transition(c, &job).await }))
+        let (flow_id, from, to, metadata) = (
+            flow_id.to_string(),
+            from.to_string(),
+            to.to_string(),
+            metadata.clone(),
+        );
+        self.writer
+            .submit(move |c| write::transition(c, &flow_id, &from, &to, &metadata, at))
             .await
     }
 
@@ -417,14 +169,9 @@ impl Ledger for SqliteLedger {
         body: &Map<String, Value>,
         at: OffsetDateTime,
     ) -> Result<(Document, String)> {
-        let job = DocumentJob {
-            kind,
-            flow_id: flow_id.to_string(),
-            name: name.to_string(),
-            body: body.clone(),
-            at,
-        };
-        self.submit(move |c| Box::pin(async move { put_document(c, &job).await }))
+        let (flow_id, name, body) = (flow_id.to_string(), name.to_string(), body.clone());
+        self.writer
+            .submit(move |c| write::put_document(c, kind, &flow_id, &name, &body, at))
             .await
     }
 
@@ -461,20 +208,36 @@ impl Ledger for SqliteLedger {
     ) -> Result<(Snapshot, Vec<String>)> {
         let (flow_id, snapshot_id, state) =
             (flow_id.to_string(), snapshot_id.to_string(), state.clone());
-        self.submit(move |c| {
-            Box::pin(
-                async move { snapshots::create(c, &flow_id, &snapshot_id, &state, at, keep).await },
-            )
-        })
-        .await
+        self.writer
+            .submit(move |c| write::create_snapshot(c, &flow_id, &snapshot_id, &state, at, keep))
+            .await
     }
 
     async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>> {
-        snapshots::get(&mut *self.reader.acquire().await?, flow_id, snapshot_id).await
+        let row: Option<SnapshotRow> = sqlx::query_as(
+            "SELECT snapshot_id, parent_snapshot_id, state, created_at FROM flow_snapshots \
+             WHERE flow_id = $1 AND snapshot_id = $2",
+        )
+        .bind(flow_id)
+        .bind(snapshot_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| Snapshot {
+            flow_id: flow_id.to_string(),
+            snapshot_id: r.snapshot_id,
+            parent_snapshot_id: r.parent_snapshot_id,
+            state: r.state.0,
+            created_at: r.created_at,
+        }))
     }
 
     async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>> {
-        snapshots::list(&mut *self.reader.acquire().await?, flow_id).await
+        Ok(sqlx::query_scalar(
+            "SELECT snapshot_id FROM flow_snapshots WHERE flow_id = $1 ORDER BY seq DESC",
+        )
+        .bind(flow_id)
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     async fn restore_snapshot(
@@ -484,10 +247,9 @@ impl Ledger for SqliteLedger {
         at: OffsetDateTime,
     ) -> Result<(Flow, Document)> {
         let (flow_id, snapshot_id) = (flow_id.to_string(), snapshot_id.to_string());
-        self.submit(move |c| {
-            Box::pin(async move { snapshots::restore(c, &flow_id, &snapshot_id, at).await })
-        })
-        .await
+        self.writer
+            .submit(move |c| write::restore_snapshot(c, &flow_id, &snapshot_id, at))
+            .await
     }
 
     async fn fork_snapshot(
@@ -498,15 +260,15 @@ impl Ledger for SqliteLedger {
     ) -> Result<(Flow, Document)> {
         let (flow_id, snapshot_id, child) =
             (flow_id.to_string(), snapshot_id.to_string(), child.clone());
-        self.submit(move |c| {
-            Box::pin(async move { snapshots::fork(c, &flow_id, &snapshot_id, &child).await })
-        })
-        .await
+        self.writer
+            .submit(move |c| write::fork_snapshot(c, &flow_id, &snapshot_id, &child))
+            .await
     }
 
     async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {
         let rows = rows.to_vec();
-        self.submit(move |c| Box::pin(async move { record_fallbacks(c, &rows).await }))
+        self.writer
+            .submit(move |c| write::record_fallbacks(c, &rows))
             .await
     }
 

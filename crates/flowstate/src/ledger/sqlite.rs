@@ -3,7 +3,10 @@
 //! Writes go to the writer thread ([`super::sqlite_writer`]), which owns the only write
 //! connection and commits queued requests in groups; reads use a separate sqlx pool and never
 //! wait for the writer (WAL). `synchronous = NORMAL` is the WAL setting SQLite recommends: a
-//! crash of the process loses nothing, a power loss at most the last transactions.
+//! crash of the process loses nothing, a power loss at most the last transactions. New
+//! databases use 1 KiB pages: every commit writes each page it dirtied to the WAL whole, and
+//! with flows' rows spread over five B-trees, 4 KiB pages made the WAL, not SQLite, the limit
+//! (measured: half the bytes written, transitions 2x faster).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -60,6 +63,7 @@ impl SqliteLedger {
         let options = SqliteConnectOptions::from_str(&cfg.url)
             .map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?
             .create_if_missing(true)
+            .page_size(1024)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))

@@ -287,3 +287,83 @@ impl HotTier for MemoryHot {
 fn json_len<T: serde::Serialize>(value: &T) -> u64 {
     serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TtlConfig;
+
+    fn flow(version: i64, status: &str) -> Flow {
+        let at = crate::flows::now();
+        Flow {
+            flow_id: "f".into(),
+            flow_type: "t".into(),
+            parent_flow_id: None,
+            status: status.into(),
+            metadata: Default::default(),
+            created_at: at,
+            updated_at: at,
+            version,
+        }
+    }
+
+    fn deleted(f: &Flow) -> DeletedFlow {
+        DeletedFlow {
+            flow: f.clone(),
+            documents: Vec::new(),
+            snapshots: Vec::new(),
+        }
+    }
+
+    async fn cached_status(hot: &MemoryHot) -> Option<String> {
+        match hot.get_flow("f").await.unwrap() {
+            CachedFlow::Present(f) => Some(f.status),
+            CachedFlow::Deleted => Some("<deleted>".into()),
+            CachedFlow::Missing => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
+        let hot = MemoryHot::new(Ttls::new(TtlConfig::default()));
+        hot.register_flow(&flow(1, "initializing")).await.unwrap();
+        hot.record_transition(&flow(3, "done"), &recorded())
+            .await
+            .unwrap();
+        // A slow fill or a late transition write carrying an older version loses.
+        hot.cache_flow(&flow(2, "running")).await.unwrap();
+        hot.record_transition(&flow(2, "running"), &recorded())
+            .await
+            .unwrap();
+        assert_eq!(cached_status(&hot).await.as_deref(), Some("done"));
+        // A slow registration of the same flow cannot roll it back either.
+        hot.register_flow(&flow(1, "initializing")).await.unwrap();
+        assert_eq!(cached_status(&hot).await.as_deref(), Some("done"));
+
+        hot.remove_flows(&[deleted(&flow(3, "done"))])
+            .await
+            .unwrap();
+        hot.cache_flow(&flow(3, "done")).await.unwrap();
+        assert_eq!(
+            cached_status(&hot).await.as_deref(),
+            Some("<deleted>"),
+            "a fill cannot revive it"
+        );
+        hot.register_flow(&flow(1, "initializing")).await.unwrap();
+        assert_eq!(
+            cached_status(&hot).await.as_deref(),
+            Some("initializing"),
+            "a new registration can"
+        );
+    }
+
+    fn recorded() -> Transition {
+        Transition {
+            id: 0,
+            from: "a".into(),
+            to: "b".into(),
+            at: crate::flows::now(),
+            metadata: Default::default(),
+        }
+    }
+}

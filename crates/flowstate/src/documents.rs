@@ -112,9 +112,12 @@ impl Flowstate {
         name: &str,
         body: Map<String, Value>,
     ) -> Result<Document> {
-        let (doc, status) = self
+        let written = self
             .ledger()
             .put_document(kind, flow_id, name, &body, crate::flows::now())
+            .await;
+        let (doc, status) = self
+            .unless_unknown(written, flow_id, Some((kind, name)))
             .await?;
         self.hot_write(
             "documents.put",

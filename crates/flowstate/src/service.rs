@@ -223,6 +223,32 @@ impl Flowstate {
         result
     }
 
+    /// Passes a ledger write's result through. When its outcome is unknown (the ledger became
+    /// unreachable mid-write: the commit may or may not have happened), the cached flow record
+    /// and `document` are dropped, so readers go to the ledger instead of trusting a value the
+    /// write may have replaced; until the ledger answers, reads of that flow get 503 rather
+    /// than a possibly stale answer.
+    pub(crate) async fn unless_unknown<T>(
+        &self,
+        written: Result<T>,
+        flow_id: &str,
+        document: Option<(crate::documents::DocKind, &str)>,
+    ) -> Result<T> {
+        if let Err(
+            crate::Error::LedgerUnavailable { .. }
+            | crate::Error::Ledger(_)
+            | crate::Error::Internal(_),
+        ) = &written
+        {
+            self.hot_write(
+                "ledger.unknown_outcome",
+                self.hot().forget(flow_id, document),
+            )
+            .await;
+        }
+        written
+    }
+
     /// Runs a hot-tier repopulation after a miss, unless the hot tier went through an outage
     /// since `epoch` (taken before the ledger read): the value read may predate writes that the
     /// recovery already invalidated. Failures are counted in metrics only (the read that missed

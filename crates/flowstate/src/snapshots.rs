@@ -133,9 +133,12 @@ impl Flowstate {
     ) -> Result<(Flow, Document)> {
         ids::validate("flow_id", flow_id)?;
         ids::validate("snapshot_id", snapshot_id)?;
-        let (flow, state) = self
+        let written = self
             .ledger()
             .restore_snapshot(flow_id, snapshot_id, flows::now())
+            .await;
+        let (flow, state) = self
+            .unless_unknown(written, flow_id, Some((DocKind::State, "")))
             .await?;
         let event = json!({"snapshot_id": snapshot_id, "state_version": state.version});
         self.hot_write(

@@ -66,10 +66,11 @@ impl Flowstate {
         req: TransitionRequest,
     ) -> Result<(Transition, Flow)> {
         let metadata = req.metadata.unwrap_or_default();
-        let (transition, flow) = self
+        let written = self
             .ledger()
             .transition(flow_id, &req.from, &req.to, &metadata, flows::now())
-            .await?;
+            .await;
+        let (transition, flow) = self.unless_unknown(written, flow_id, None).await?;
         self.hot_write(
             "transitions.record",
             self.hot().record_transition(&flow, &transition),

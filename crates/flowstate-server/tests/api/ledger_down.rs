@@ -29,7 +29,10 @@ async fn postgres_unreachable_answers_503_and_applies_nothing() {
     .await;
     app.register(json!({"flow_id": "before", "flow_type": "t"}))
         .await;
+    app.register(json!({"flow_id": "other", "flow_type": "t"}))
+        .await;
     app.get("/v1/flows/before").await;
+    app.get("/v1/flows/other").await;
 
     proxy.cut();
     let down = app
@@ -67,12 +70,26 @@ async fn postgres_unreachable_answers_503_and_applies_nothing() {
         (health.status, health.body["status"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
     );
-    // Reads the hot tier can answer still work.
+    // Reads the hot tier can answer still work...
     assert_eq!(
-        app.get("/v1/flows/before").await.body["status"],
+        app.get("/v1/flows/other").await.body["status"],
         "initializing"
     );
+    // ...except for a flow whose write may or may not have committed: its cached record was
+    // dropped, and 503 beats a possibly stale answer.
+    let unsure = app.get("/v1/flows/before").await;
+    assert_eq!(
+        unsure.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        unsure.body
+    );
     let mut r = app.redis();
+    let cached: bool = r
+        .exists(app.key("orchestrator:flow:{before}"))
+        .await
+        .unwrap();
+    assert!(!cached, "an unknown outcome drops the cached record");
     let leaked: bool = r
         .exists(app.key("orchestrator:flow:{during}"))
         .await

@@ -253,6 +253,15 @@ impl HotTier for MemoryHot {
         Ok(())
     }
 
+    async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {
+        self.flows.invalidate(flow_id);
+        if let Some((kind, name)) = document {
+            self.documents
+                .invalidate(&(kind, flow_id.to_string(), name.to_string()));
+        }
+        Ok(())
+    }
+
     /// Approximates each cached value by the size of its JSON (there are no Redis keys here;
     /// the names follow the Redis layout so the answer reads the same on both tiers).
     async fn memory(&self, flow: &FlowKeys) -> HotResult<BTreeMap<String, u64>> {

@@ -182,6 +182,10 @@ pub trait HotTier: Send + Sync + 'static {
     /// Bytes used by each of a flow's keys (absent keys omitted), named as in Redis.
     async fn memory(&self, keys: &FlowKeys) -> HotResult<BTreeMap<String, u64>>;
 
+    /// Drops a flow's cached record and, when given, one of its documents, whatever their
+    /// versions (used when a ledger write's outcome is unknown).
+    async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()>;
+
     /// Appends an event to the flow's event stream.
     async fn append_event(
         &self,

@@ -612,6 +612,14 @@ impl HotTier for RedisHot {
         self.core.write(&pipe, &[], vec![key]).await
     }
 
+    async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {
+        let mut keys = vec![self.keys.flow(flow_id)];
+        keys.extend(document.map(|(kind, name)| self.keys.document(kind, flow_id, name)));
+        let mut pipe = ::redis::pipe();
+        pipe.del(&keys).ignore();
+        self.core.write(&pipe, &[], keys).await
+    }
+
     async fn memory(&self, flow: &FlowKeys) -> HotResult<BTreeMap<String, u64>> {
         let id = &flow.flow_id;
         let mut keys = vec![

@@ -266,8 +266,12 @@ async fn redis_keys_types_and_ttls() {
     .await;
     let t = ttl(&mut r, "discovery:phase:{f}:technology_analysis").await;
     assert!((7198..=7560).contains(&t), "phase ttl {t}");
-    let exists: bool = r.exists(app.key("cache:flow:state:{f}")).await.unwrap();
-    assert!(!exists, "a phase save invalidates the cached state");
+    let marker: Vec<u8> = r.get(app.key("cache:flow:state:{f}")).await.unwrap();
+    assert_eq!(
+        marker[0], b'x',
+        "a phase save leaves an invalidation marker on the cached state"
+    );
+    assert!(ttl(&mut r, "cache:flow:state:{f}").await <= 60);
     let phases: Vec<String> = r
         .smembers(app.key("discovery:state:{f}:phases"))
         .await

@@ -10,6 +10,7 @@ mod bad_input;
 mod degraded;
 mod documents;
 mod flows;
+mod hot_guards;
 mod ledger_down;
 mod memory;
 mod redis_layout;

@@ -4,7 +4,8 @@
 //! <codec: 1 byte> <version: 20 ASCII digits> <payload>
 //! ```
 //!
-//! The codec byte is `j` (JSON) or `z` (zstd-compressed JSON, used above
+//! The codec byte is `j` (JSON), `x` (an invalidation marker: version only, see
+//! `scripts/put_document.lua`) or `z` (zstd-compressed JSON, used above
 //! [`COMPRESS_ABOVE`] bytes), so other codecs can be added without migrating data. DESIGN asks
 //! for compression above 1 KiB; we start at 256 bytes because Redis rounds every value up to an
 //! allocator size class, and measured on the reference's typical flow (1 KB phase states) this
@@ -34,6 +35,12 @@ pub struct Payload {
     pub saved_at: OffsetDateTime,
     /// The JSON object.
     pub body: Map<String, Value>,
+}
+
+/// Whether `bytes` is an invalidation marker (codec `x`: the version of a value that was
+/// invalidated, no payload), which readers treat as a miss.
+pub fn is_marker(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&b'x')
 }
 
 /// Encodes a payload with its version.

@@ -193,8 +193,18 @@ impl HotTier for MemoryHot {
         let key = (kind, doc.flow_id.clone(), doc.name.clone());
         put(&self.documents, key, entry, false);
         if fresh && kind == DocKind::Phase {
+            // A marker, not a removal: see `scripts/put_document.lua`.
+            let key = (DocKind::State, doc.flow_id.clone(), String::new());
             self.documents
-                .invalidate(&(DocKind::State, doc.flow_id.clone(), String::new()));
+                .entry(key)
+                .and_compute_with(|current| match current {
+                    Some(cur) if cur.value().value.is_some() => Op::Put(Entry {
+                        version: cur.value().version - 1,
+                        value: None,
+                        ttl: TOMBSTONE_TTL,
+                    }),
+                    _ => Op::Nop,
+                });
         }
         Ok(())
     }
@@ -363,6 +373,46 @@ mod tests {
             cached_status(&hot).await.as_deref(),
             Some("initializing"),
             "a new registration can"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
+        let hot = MemoryHot::new(Ttls::new(TtlConfig::default()));
+        let doc = |kind_name: &str, version: i64| Document {
+            flow_id: "f".into(),
+            name: kind_name.into(),
+            body: Default::default(),
+            saved_at: crate::flows::now(),
+            version,
+        };
+        hot.put_document(DocKind::State, &doc("", 5), "running", true)
+            .await
+            .unwrap();
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), "running", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            hot.get_document(DocKind::State, "f", "").await.unwrap(),
+            None,
+            "invalidated"
+        );
+        hot.put_document(DocKind::State, &doc("", 4), "running", false)
+            .await
+            .unwrap();
+        assert_eq!(
+            hot.get_document(DocKind::State, "f", "").await.unwrap(),
+            None,
+            "older fill refused"
+        );
+        hot.put_document(DocKind::State, &doc("", 5), "running", false)
+            .await
+            .unwrap();
+        let back = hot.get_document(DocKind::State, "f", "").await.unwrap();
+        assert_eq!(
+            back.map(|d| d.version),
+            Some(5),
+            "the current version fills again"
         );
     }
 

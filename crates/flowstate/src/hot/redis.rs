@@ -502,6 +502,7 @@ impl HotTier for RedisHot {
             })
             .arg(self.ttls.document_index(kind))
             .arg(if invalidate.is_some() { "1" } else { "0" })
+            .arg(TOMBSTONE_TTL.as_secs())
             .ignore();
         if !fresh {
             return self.core.fill(&pipe, &[PUT_DOCUMENT_SRC]).await;
@@ -519,7 +520,7 @@ impl HotTier for RedisHot {
     ) -> HotResult<Option<Document>> {
         let key = self.keys.document(kind, flow_id, name);
         let value: Option<Vec<u8>> = self.core.read(::redis::cmd("GET").arg(&key)).await?;
-        let Some(value) = value else {
+        let Some(value) = value.filter(|v| !codec::is_marker(v)) else {
             return Ok(None);
         };
         let (version, payload): (i64, codec::Payload) =

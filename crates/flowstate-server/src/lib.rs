@@ -6,11 +6,13 @@
 //!   handler only parses, calls the library and maps errors (`http::error`, the one place where
 //!   library errors become statuses).
 //! - [`bench`]: the load generator behind `flowstate bench`.
+//! - [`client`]: `flowstate health` and `flowstate flows ls | show | tree`.
 //!
 //! The caller binds the listener and supplies the shutdown future ([`Application::build`] then
 //! [`Application::run`]), so tests bind port 0 and run many servers in one process.
 
 pub mod bench;
+pub mod client;
 pub mod http;
 
 use std::future::Future;

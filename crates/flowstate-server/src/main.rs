@@ -1,8 +1,8 @@
-//! The `flowstate` command: `serve`, `migrate`, `bench`.
+//! The `flowstate` command: `serve`, `migrate`, `health`, `flows`, `bench`.
 
 use clap::{Parser, Subcommand};
 use flowstate::{Config, Flowstate};
-use flowstate_server::{Application, bench};
+use flowstate_server::{Application, bench, client};
 use tracing_subscriber::EnvFilter;
 
 /// flowstate: state, cache and event layer for multi-agent AI flows.
@@ -26,6 +26,15 @@ enum Command {
     },
     /// Apply ledger migrations and exit.
     Migrate,
+    /// Print a running server's health; exits non-zero unless healthy.
+    Health(client::Target),
+    /// Inspect a running server's flows.
+    Flows {
+        #[command(flatten)]
+        target: client::Target,
+        #[command(subcommand)]
+        command: client::FlowsCommand,
+    },
     /// Load-test a running server.
     Bench(bench::BenchArgs),
 }
@@ -58,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
             Flowstate::open(config).await?;
             println!("migrations applied");
         }
+        Command::Health(target) => client::health(&target).await?,
+        Command::Flows { target, command } => client::flows(&target, &command).await?,
         Command::Bench(args) => {
             bench::run(&args).await?;
         }

@@ -1,0 +1,182 @@
+//! `flowstate health` and `flowstate flows ls | show | tree`: the CLI side of the HTTP API,
+//! for operators at a terminal. It talks to a running server like any other client.
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// Which server to talk to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Base URL of the flowstate server.
+    #[arg(
+        long,
+        env = "FLOWSTATE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+}
+
+/// `flowstate flows …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum FlowsCommand {
+    /// List flows (registration order), optionally filtered.
+    Ls {
+        /// Only flows in this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only flows of this type.
+        #[arg(long = "type")]
+        flow_type: Option<String>,
+        /// Only children of this flow.
+        #[arg(long)]
+        parent: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one flow as JSON.
+    Show {
+        /// The flow id.
+        flow_id: String,
+    },
+    /// Print a flow and its descendants as a tree.
+    Tree {
+        /// The root flow id.
+        flow_id: String,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(target: &Target) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: target.url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// GETs `path` and returns its JSON, turning an API error into a readable one.
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .query(query)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("{url}: not JSON"))?;
+        if !status.is_success() && !path.ends_with("/health") {
+            bail!(
+                "{status}: {} ({})",
+                body["error"]["message"].as_str().unwrap_or("error"),
+                body["error"]["code"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(body)
+    }
+
+    /// Every flow matching `query`, following cursors.
+    async fn flows(&self, query: &[(&str, String)], limit: u32) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", limit.min(1000).to_string()));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c.clone()));
+            }
+            let page = self.get("/v1/flows", &q).await?;
+            out.extend(page["flows"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(c) if (out.len() as u32) < limit => cursor = Some(c.to_string()),
+                _ => break,
+            }
+        }
+        out.truncate(limit as usize);
+        Ok(out)
+    }
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("-")
+}
+
+/// `flowstate health`: prints the health report; fails unless healthy.
+pub async fn health(target: &Target) -> anyhow::Result<()> {
+    let report = Client::new(target).get("/v1/health", &[]).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    match report["status"].as_str() {
+        Some("healthy") => Ok(()),
+        other => bail!("status {}", other.unwrap_or("unknown")),
+    }
+}
+
+/// `flowstate flows …`.
+pub async fn flows(target: &Target, command: &FlowsCommand) -> anyhow::Result<()> {
+    let client = Client::new(target);
+    match command {
+        FlowsCommand::Ls {
+            status,
+            flow_type,
+            parent,
+            limit,
+        } => {
+            let mut query = Vec::new();
+            for (key, value) in [
+                ("status", status),
+                ("flow_type", flow_type),
+                ("parent_flow_id", parent),
+            ] {
+                if let Some(v) = value {
+                    query.push((key, v.clone()));
+                }
+            }
+            let flows = client.flows(&query, *limit).await?;
+            println!(
+                "{:<40} {:<24} {:<16} {:<40}",
+                "FLOW", "TYPE", "STATUS", "PARENT"
+            );
+            for f in &flows {
+                println!(
+                    "{:<40} {:<24} {:<16} {:<40}",
+                    str_of(f, "flow_id"),
+                    str_of(f, "flow_type"),
+                    str_of(f, "status"),
+                    str_of(f, "parent_flow_id")
+                );
+            }
+        }
+        FlowsCommand::Show { flow_id } => {
+            let flow = client.get(&format!("/v1/flows/{flow_id}"), &[]).await?;
+            println!("{}", serde_json::to_string_pretty(&flow)?);
+        }
+        FlowsCommand::Tree { flow_id } => {
+            let root = client.get(&format!("/v1/flows/{flow_id}"), &[]).await?;
+            let mut stack = vec![(root, 0usize)];
+            while let Some((flow, depth)) = stack.pop() {
+                println!(
+                    "{}{} [{}] {}",
+                    "  ".repeat(depth),
+                    str_of(&flow, "flow_id"),
+                    str_of(&flow, "flow_type"),
+                    str_of(&flow, "status")
+                );
+                let id = str_of(&flow, "flow_id").to_string();
+                let children = client.flows(&[("parent_flow_id", id)], u32::MAX).await?;
+                // Reversed so the first child is printed first.
+                stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+            }
+        }
+    }
+    Ok(())
+}

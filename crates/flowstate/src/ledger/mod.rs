@@ -206,6 +206,40 @@ fn attach_documents(flows: Vec<Flow>, attached: Vec<(String, String, String)>) -
     deleted
 }
 
+/// The document a write just stored (both backends return their writes this way).
+fn written_document(
+    flow_id: &str,
+    name: &str,
+    body: &Map<String, Value>,
+    at: OffsetDateTime,
+    version: i64,
+) -> Document {
+    Document {
+        flow_id: flow_id.to_string(),
+        name: name.to_string(),
+        body: body.clone(),
+        saved_at: at,
+        version,
+    }
+}
+
+/// The snapshot a write just stored.
+fn taken_snapshot(
+    flow_id: &str,
+    snapshot_id: &str,
+    parent: Option<String>,
+    state: &Map<String, Value>,
+    at: OffsetDateTime,
+) -> Snapshot {
+    Snapshot {
+        flow_id: flow_id.to_string(),
+        snapshot_id: snapshot_id.to_string(),
+        parent_snapshot_id: parent,
+        state: state.clone(),
+        created_at: at,
+    }
+}
+
 /// A `flow_documents` row joined with its flow's status.
 #[derive(sqlx::FromRow)]
 struct DocumentRow {

@@ -112,13 +112,9 @@ mod snapshots {
             .bind(at)
             .fetch_one(&mut *conn)
             .await?;
-        Ok(Document {
-            flow_id: flow_id.to_string(),
-            name: String::new(),
-            body: state.clone(),
-            saved_at: at,
-            version,
-        })
+        Ok(crate::ledger::written_document(
+            flow_id, "", state, at, version,
+        ))
     }
 
     /// Takes a snapshot after the flow's head; drops all but the newest `keep`; returns the
@@ -168,13 +164,7 @@ mod snapshots {
         .bind(i64::from(keep))
         .fetch_all(&mut *conn)
         .await?;
-        let snapshot = Snapshot {
-            flow_id: flow_id.to_string(),
-            snapshot_id: snapshot_id.to_string(),
-            parent_snapshot_id: parent,
-            state: state.clone(),
-            created_at: at,
-        };
+        let snapshot = crate::ledger::taken_snapshot(flow_id, snapshot_id, parent, state, at);
         Ok((snapshot, evicted))
     }
 
@@ -413,13 +403,7 @@ impl Ledger for PostgresLedger {
         .fetch_optional(&self.pool)
         .await?;
         let (version, status) = row.ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
-        let doc = Document {
-            flow_id: flow_id.to_string(),
-            name: name.to_string(),
-            body: body.clone(),
-            saved_at: at,
-            version,
-        };
+        let doc = crate::ledger::written_document(flow_id, name, body, at, version);
         Ok((doc, status))
     }
 

@@ -371,13 +371,7 @@ pub(super) fn put_document(
             |r| r.get(0),
         )
         .map_err(sql_err)?;
-    let doc = Document {
-        flow_id: flow_id.to_string(),
-        name: name.to_string(),
-        body: body.clone(),
-        saved_at: at,
-        version,
-    };
+    let doc = crate::ledger::written_document(flow_id, name, body, at, version);
     Ok((doc, status))
 }
 
@@ -440,13 +434,9 @@ fn write_state(
             |r| r.get(0),
         )
         .map_err(sql_err)?;
-    Ok(Document {
-        flow_id: flow_id.to_string(),
-        name: String::new(),
-        body: state.clone(),
-        saved_at: at,
-        version,
-    })
+    Ok(crate::ledger::written_document(
+        flow_id, "", state, at, version,
+    ))
 }
 
 /// Takes a snapshot after the flow's head; drops all but the newest `keep`.
@@ -493,13 +483,7 @@ pub(super) fn create_snapshot(
         .query_map(params![flow_id, i64::from(keep)], |r| r.get(0))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
         .map_err(sql_err)?;
-    let snapshot = Snapshot {
-        flow_id: flow_id.to_string(),
-        snapshot_id: snapshot_id.to_string(),
-        parent_snapshot_id: parent,
-        state: state.clone(),
-        created_at: at,
-    };
+    let snapshot = crate::ledger::taken_snapshot(flow_id, snapshot_id, parent, state, at);
     Ok((snapshot, evicted))
 }
 

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Method;
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 /// What each operation does.
@@ -141,8 +146,14 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
 }
 
 struct Worker {
+    /// For setup and resynchronisation, where convenience beats cost.
     http: reqwest::Client,
     base: String,
+    /// `host:port` of the server.
+    authority: String,
+    /// The measured requests' connection: a bare hyper HTTP/1.1 client, so the load generator
+    /// spends as little of the shared CPU as it can.
+    conn: Option<SendRequest<Full<Bytes>>>,
     scenario: Scenario,
     /// This worker's flow: the parent of registered flows, or the flow it transitions/reads.
     flow_id: String,
@@ -175,18 +186,17 @@ impl Worker {
         Ok(())
     }
 
-    async fn op(&mut self) -> anyhow::Result<()> {
+    /// The next request of this worker's scenario: method, path and JSON body (empty for GETs).
+    fn next_request(&mut self) -> (Method, String, Bytes) {
         self.seq += 1;
-        let request = match self.scenario {
+        let flow = &self.flow_id;
+        match self.scenario {
             Scenario::Register => {
                 let body = format!(
-                    r#"{{"flow_id":"{}-c{}","flow_type":"research","parent_flow_id":"{}","metadata":{FLOW_META}}}"#,
-                    self.flow_id, self.seq, self.flow_id
+                    r#"{{"flow_id":"{flow}-c{}","flow_type":"research","parent_flow_id":"{flow}","metadata":{FLOW_META}}}"#,
+                    self.seq
                 );
-                self.http
-                    .post(format!("{}/v1/flows", self.base))
-                    .header("content-type", "application/json")
-                    .body(body)
+                (Method::POST, "/v1/flows".into(), body.into())
             }
             Scenario::Transition => {
                 let to = if self.status == "running" {
@@ -196,41 +206,73 @@ impl Worker {
                 };
                 let body = json!({"from": self.status, "to": to, "metadata": {"step": self.seq, "agent": "planner"}});
                 self.status = to.to_string();
-                self.http
-                    .post(format!(
-                        "{}/v1/flows/{}/transitions",
-                        self.base, self.flow_id
-                    ))
-                    .json(&body)
+                (
+                    Method::POST,
+                    format!("/v1/flows/{flow}/transitions"),
+                    body.to_string().into(),
+                )
             }
-            Scenario::GetFlow => self
-                .http
-                .get(format!("{}/v1/flows/{}", self.base, self.flow_id)),
+            Scenario::GetFlow => (Method::GET, format!("/v1/flows/{flow}"), Bytes::new()),
             Scenario::PhaseSave => {
                 let phase = PHASES[(self.seq % 5) as usize];
-                self.http
-                    .put(format!(
-                        "{}/v1/flows/{}/phases/{phase}",
-                        self.base, self.flow_id
-                    ))
-                    .json(&phase_state(self.seq))
+                (
+                    Method::PUT,
+                    format!("/v1/flows/{flow}/phases/{phase}"),
+                    phase_state(self.seq).to_string().into(),
+                )
             }
-            Scenario::PhaseGet => self.http.get(format!(
-                "{}/v1/flows/{}/phases/{}",
-                self.base, self.flow_id, PHASES[0]
-            )),
-            Scenario::StateGet => self
-                .http
-                .get(format!("{}/v1/flows/{}/state", self.base, self.flow_id)),
-        };
-        let resp = request.send().await?;
-        let status = resp.status();
-        let _ = resp.bytes().await?;
-        if !status.is_success() {
-            bail!("HTTP {status}");
+            Scenario::PhaseGet => (
+                Method::GET,
+                format!("/v1/flows/{flow}/phases/{}", PHASES[0]),
+                Bytes::new(),
+            ),
+            Scenario::StateGet => (Method::GET, format!("/v1/flows/{flow}/state"), Bytes::new()),
         }
-        Ok(())
     }
+
+    /// One operation over this worker's own keep-alive connection (opened on first use and
+    /// again after an error).
+    async fn op(&mut self) -> anyhow::Result<()> {
+        let (method, path, body) = self.next_request();
+        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+            self.conn = Some(connect(&self.authority).await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            bail!("no connection");
+        };
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.authority.as_str());
+        if !body.is_empty() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let result = async {
+            conn.ready().await?;
+            let resp = conn.send_request(request.body(Full::new(body))?).await?;
+            let status = resp.status();
+            resp.into_body().collect().await?;
+            anyhow::Ok(status)
+        }
+        .await;
+        match result {
+            Ok(status) if status.is_success() => Ok(()),
+            Ok(status) => bail!("HTTP {status}"),
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Opens one HTTP/1.1 keep-alive connection; its driver runs on its own task.
+async fn connect(authority: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 async fn run_level(
@@ -240,6 +282,10 @@ async fn run_level(
     concurrency: usize,
     redis: Option<redis::aio::MultiplexedConnection>,
 ) -> anyhow::Result<BenchResult> {
+    let authority = base
+        .strip_prefix("http://")
+        .context("--url must be http://host:port")?
+        .to_string();
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         let http = reqwest::Client::builder()
@@ -249,6 +295,8 @@ async fn run_level(
         let mut worker = Worker {
             http,
             base: base.to_string(),
+            authority: authority.clone(),
+            conn: None,
             scenario: args.scenario,
             flow_id: format!("bench-{tag}-w{w}"),
             status: String::new(),

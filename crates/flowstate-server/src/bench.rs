@@ -1,10 +1,12 @@
 //! `flowstate bench`: drives a running server's HTTP API with C concurrent keep-alive clients
 //! for one scenario and reports ops/s, latency percentiles and, when pointed at the server's
-//! Redis, Redis commands and round trips per operation.
+//! Redis, Redis commands and round trips per operation. With `--in-process` the workers call
+//! the library instead, in this process, configured like `flowstate serve`.
 //!
-//! Each worker owns one HTTP connection and issues requests back to back, as the reference's
-//! own driver (`shared/bench/seed_baseline.py`) does with its asyncio tasks, so the two can be
-//! compared at the same concurrency against the same Redis.
+//! Each worker issues operations back to back, as the reference's own driver
+//! (`shared/bench/seed_baseline.py`) does with its asyncio tasks, so the two can be compared at
+//! the same concurrency against the same Redis. That driver calls its Python functions in
+//! process, so `--in-process` is the like-for-like figure; HTTP adds the server's cost on top.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,7 +18,8 @@ use hyper::Method;
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use flowstate::{Config, Flowstate, NewFlow, TransitionRequest};
+use serde_json::{Map, Value, json};
 
 /// What each operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,6 +68,10 @@ pub struct BenchArgs {
     /// The server's Redis, to count Redis commands per operation (INFO commandstats deltas).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Drive the library in this process instead of a server over HTTP. The service is
+    /// configured like `flowstate serve` (DATABASE_URL, REDIS_URL, FLOWSTATE_CONFIG, ...).
+    #[arg(long)]
+    pub in_process: bool,
 }
 
 /// Figures of one concurrency level.
@@ -97,7 +104,17 @@ const FLOW_META: &str = r#"{"source":"api","priority":"normal","tags":["agent","
 /// Runs every concurrency level of `args` and prints a table.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
     let tag = uuid::Uuid::now_v7().simple().to_string()[20..].to_string();
-    let base = args.url.trim_end_matches('/').to_string();
+    let mode = if args.in_process {
+        let config = Config::load()?;
+        Mode::Library(Flowstate::open(config).await?)
+    } else {
+        let base = args.url.trim_end_matches('/').to_string();
+        let authority = base
+            .strip_prefix("http://")
+            .context("--url must be http://host:port")?
+            .to_string();
+        Mode::Http { base, authority }
+    };
     let redis = match &args.redis_url {
         Some(url) => Some(
             redis::Client::open(url.as_str())?
@@ -122,7 +139,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
     );
     let mut results = Vec::new();
     for &c in &args.concurrency {
-        let r = run_level(args, &base, &format!("{tag}-{c}"), c, redis.clone()).await?;
+        let r = run_level(args, &mode, &format!("{tag}-{c}"), c, redis.clone()).await?;
         println!(
             "{:<11} {:>4} {:>9} {:>10.0} {:>8.3} {:>8.3} {:>8.3} {:>7} {:>9} {:>8}",
             clap::ValueEnum::to_possible_value(&r.scenario)
@@ -145,111 +162,197 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<BenchResult>> {
     Ok(results)
 }
 
+/// How a worker reaches flowstate.
+enum Target {
+    /// Over HTTP: the measured requests use a bare hyper HTTP/1.1 connection, so the load
+    /// generator spends as little of the shared CPU as it can; setup uses reqwest.
+    Http {
+        http: reqwest::Client,
+        base: String,
+        /// `host:port` of the server.
+        authority: String,
+        conn: Option<SendRequest<Full<Bytes>>>,
+    },
+    /// In process, through the library: what an embedding Rust program gets, and the same kind
+    /// of measurement as the reference's driver, which calls its Python functions directly.
+    Library(Flowstate),
+}
+
+/// One operation, before it is sent.
+enum Call {
+    Register { flow_id: String },
+    Transition { from: String, to: &'static str, step: u64 },
+    GetFlow,
+    PhaseSave { phase: &'static str, seq: u64 },
+    PhaseGet,
+    StateGet,
+}
+
 struct Worker {
-    /// For setup and resynchronisation, where convenience beats cost.
-    http: reqwest::Client,
-    base: String,
-    /// `host:port` of the server.
-    authority: String,
-    /// The measured requests' connection: a bare hyper HTTP/1.1 client, so the load generator
-    /// spends as little of the shared CPU as it can.
-    conn: Option<SendRequest<Full<Bytes>>>,
+    target: Target,
     scenario: Scenario,
     /// This worker's flow: the parent of registered flows, or the flow it transitions/reads.
     flow_id: String,
     status: String,
     seq: u64,
+    /// The reference's flow metadata, parsed once.
+    metadata: Map<String, Value>,
 }
 
 impl Worker {
     async fn setup(&mut self) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/flows", self.base))
-            .json(&json!({"flow_id": self.flow_id, "flow_type": "research"}))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("setup failed: {} {}", resp.status(), resp.text().await?);
-        }
-        self.status = "initializing".into();
-        let flow = format!("{}/v1/flows/{}", self.base, self.flow_id);
-        for url in [
-            format!("{flow}/state"),
-            format!("{flow}/phases/{}", PHASES[0]),
-        ] {
-            let resp = self.http.put(url).json(&phase_state(0)).send().await?;
-            if !resp.status().is_success() {
-                bail!("setup failed: {} {}", resp.status(), resp.text().await?);
+        let state = object(phase_state(0));
+        match &self.target {
+            Target::Library(service) => {
+                service
+                    .register_flow(NewFlow {
+                        flow_id: Some(self.flow_id.clone()),
+                        flow_type: "research".into(),
+                        parent_flow_id: None,
+                        metadata: None,
+                    })
+                    .await?;
+                service.put_state(&self.flow_id, state.clone()).await?;
+                service.put_phase(&self.flow_id, PHASES[0], state).await?;
+            }
+            Target::Http { http, base, .. } => {
+                let flow = format!("{base}/v1/flows/{}", self.flow_id);
+                let steps = [
+                    http.post(format!("{base}/v1/flows"))
+                        .json(&json!({"flow_id": self.flow_id, "flow_type": "research"})),
+                    http.put(format!("{flow}/state")).json(&state),
+                    http.put(format!("{flow}/phases/{}", PHASES[0])).json(&state),
+                ];
+                for step in steps {
+                    let resp = step.send().await?;
+                    if !resp.status().is_success() {
+                        bail!("setup failed: {} {}", resp.status(), resp.text().await?);
+                    }
+                }
             }
         }
+        self.status = "initializing".into();
         Ok(())
     }
 
-    /// The next request of this worker's scenario: method, path and JSON body (empty for GETs).
-    fn next_request(&mut self) -> (Method, String, Bytes) {
+    /// The next operation of this worker's scenario.
+    fn next_call(&mut self) -> Call {
         self.seq += 1;
-        let flow = &self.flow_id;
         match self.scenario {
-            Scenario::Register => {
-                let body = format!(
-                    r#"{{"flow_id":"{flow}-c{}","flow_type":"research","parent_flow_id":"{flow}","metadata":{FLOW_META}}}"#,
-                    self.seq
-                );
-                (Method::POST, "/v1/flows".into(), body.into())
-            }
+            Scenario::Register => Call::Register {
+                flow_id: format!("{}-c{}", self.flow_id, self.seq),
+            },
             Scenario::Transition => {
                 let to = if self.status == "running" {
                     "waiting"
                 } else {
                     "running"
                 };
-                let body = json!({"from": self.status, "to": to, "metadata": {"step": self.seq, "agent": "planner"}});
-                self.status = to.to_string();
+                let from = std::mem::replace(&mut self.status, to.to_string());
+                Call::Transition {
+                    from,
+                    to,
+                    step: self.seq,
+                }
+            }
+            Scenario::GetFlow => Call::GetFlow,
+            Scenario::PhaseSave => Call::PhaseSave {
+                phase: PHASES[(self.seq % 5) as usize],
+                seq: self.seq,
+            },
+            Scenario::PhaseGet => Call::PhaseGet,
+            Scenario::StateGet => Call::StateGet,
+        }
+    }
+
+    /// One operation, over HTTP or through the library.
+    async fn op(&mut self) -> anyhow::Result<()> {
+        let call = self.next_call();
+        let flow = self.flow_id.as_str();
+        let (authority, conn) = match &mut self.target {
+            Target::Library(service) => {
+                match call {
+                    Call::Register { flow_id } => {
+                        service
+                            .register_flow(NewFlow {
+                                flow_id: Some(flow_id),
+                                flow_type: "research".into(),
+                                parent_flow_id: Some(flow.to_string()),
+                                metadata: Some(self.metadata.clone()),
+                            })
+                            .await?;
+                    }
+                    Call::Transition { from, to, step } => {
+                        let metadata = object(json!({"step": step, "agent": "planner"}));
+                        service
+                            .transition(
+                                flow,
+                                TransitionRequest {
+                                    from,
+                                    to: to.to_string(),
+                                    metadata: Some(metadata),
+                                },
+                            )
+                            .await?;
+                    }
+                    Call::GetFlow => drop(service.get_flow(flow).await?),
+                    Call::PhaseSave { phase, seq } => {
+                        let state = object(phase_state(seq));
+                        service.put_phase(flow, phase, state).await?;
+                    }
+                    Call::PhaseGet => drop(service.get_phase(flow, PHASES[0]).await?),
+                    Call::StateGet => drop(service.get_state(flow).await?),
+                }
+                return Ok(());
+            }
+            Target::Http {
+                authority, conn, ..
+            } => (authority.as_str(), conn),
+        };
+        let (method, path, body): (Method, String, Bytes) = match call {
+            Call::Register { flow_id } => {
+                let body = format!(
+                    r#"{{"flow_id":"{flow_id}","flow_type":"research","parent_flow_id":"{flow}","metadata":{FLOW_META}}}"#,
+                );
+                (Method::POST, "/v1/flows".into(), body.into())
+            }
+            Call::Transition { from, to, step } => {
+                let body = json!({"from": from, "to": to, "metadata": {"step": step, "agent": "planner"}});
                 (
                     Method::POST,
                     format!("/v1/flows/{flow}/transitions"),
                     body.to_string().into(),
                 )
             }
-            Scenario::GetFlow => (Method::GET, format!("/v1/flows/{flow}"), Bytes::new()),
-            Scenario::PhaseSave => {
-                let phase = PHASES[(self.seq % 5) as usize];
-                (
-                    Method::PUT,
-                    format!("/v1/flows/{flow}/phases/{phase}"),
-                    phase_state(self.seq).to_string().into(),
-                )
-            }
-            Scenario::PhaseGet => (
+            Call::GetFlow => (Method::GET, format!("/v1/flows/{flow}"), Bytes::new()),
+            Call::PhaseSave { phase, seq } => (
+                Method::PUT,
+                format!("/v1/flows/{flow}/phases/{phase}"),
+                phase_state(seq).to_string().into(),
+            ),
+            Call::PhaseGet => (
                 Method::GET,
                 format!("/v1/flows/{flow}/phases/{}", PHASES[0]),
                 Bytes::new(),
             ),
-            Scenario::StateGet => (Method::GET, format!("/v1/flows/{flow}/state"), Bytes::new()),
+            Call::StateGet => (Method::GET, format!("/v1/flows/{flow}/state"), Bytes::new()),
+        };
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = Some(connect(authority).await?);
         }
-    }
-
-    /// One operation over this worker's own keep-alive connection (opened on first use and
-    /// again after an error).
-    async fn op(&mut self) -> anyhow::Result<()> {
-        let (method, path, body) = self.next_request();
-        if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
-            self.conn = Some(connect(&self.authority).await?);
-        }
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(sender) = conn.as_mut() else {
             bail!("no connection");
         };
         let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, self.authority.as_str());
+            .header(hyper::header::HOST, authority);
         if !body.is_empty() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }
         let result = async {
-            conn.ready().await?;
-            let resp = conn.send_request(request.body(Full::new(body))?).await?;
+            sender.ready().await?;
+            let resp = sender.send_request(request.body(Full::new(body))?).await?;
             let status = resp.status();
             resp.into_body().collect().await?;
             anyhow::Ok(status)
@@ -259,10 +362,34 @@ impl Worker {
             Ok(status) if status.is_success() => Ok(()),
             Ok(status) => bail!("HTTP {status}"),
             Err(e) => {
-                self.conn = None;
+                *conn = None;
                 Err(e)
             }
         }
+    }
+
+    /// The flow's status as flowstate has it, after an error left the worker unsure.
+    async fn current_status(&self) -> anyhow::Result<String> {
+        Ok(match &self.target {
+            Target::Library(service) => service.get_flow(&self.flow_id).await?.status,
+            Target::Http { http, base, .. } => {
+                let flow: Value = http
+                    .get(format!("{base}/v1/flows/{}", self.flow_id))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                flow["status"].as_str().unwrap_or_default().to_string()
+            }
+        })
+    }
+}
+
+/// The JSON object inside `value` (the bench's own literals are all objects).
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
     }
 }
 
@@ -275,32 +402,63 @@ async fn connect(authority: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
+/// What the workers drive: a server at a base URL, or a service opened in this process.
+enum Mode {
+    Http { base: String, authority: String },
+    Library(Flowstate),
+}
+
+impl Mode {
+    fn target(&self) -> anyhow::Result<Target> {
+        Ok(match self {
+            Mode::Library(service) => Target::Library(service.clone()),
+            Mode::Http { base, authority } => Target::Http {
+                http: reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .timeout(Duration::from_secs(10))
+                    .build()?,
+                base: base.clone(),
+                authority: authority.clone(),
+                conn: None,
+            },
+        })
+    }
+
+    /// The service's own count of Redis round trips, if it runs on Redis.
+    async fn round_trips(&self) -> Option<u64> {
+        let health = match self {
+            Mode::Library(service) => serde_json::to_value(service.health().await).ok()?,
+            Mode::Http { base, .. } => reqwest::get(format!("{base}/v1/health"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?,
+        };
+        if health["redis"]["backend"] != "redis" {
+            return None;
+        }
+        health["redis"]["stats"]["round_trips"].as_u64()
+    }
+}
+
 async fn run_level(
     args: &BenchArgs,
-    base: &str,
+    mode: &Mode,
     tag: &str,
     concurrency: usize,
     redis: Option<redis::aio::MultiplexedConnection>,
 ) -> anyhow::Result<BenchResult> {
-    let authority = base
-        .strip_prefix("http://")
-        .context("--url must be http://host:port")?
-        .to_string();
+    let metadata = object(serde_json::from_str(FLOW_META)?);
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(10))
-            .build()?;
         let mut worker = Worker {
-            http,
-            base: base.to_string(),
-            authority: authority.clone(),
-            conn: None,
+            target: mode.target()?,
             scenario: args.scenario,
             flow_id: format!("bench-{tag}-w{w}"),
             status: String::new(),
             seq: 0,
+            metadata: metadata.clone(),
         };
         worker.setup().await?;
         workers.push(worker);
@@ -322,7 +480,7 @@ async fn run_level(
     }
 
     let stats_before = commandstats(redis.clone()).await?;
-    let rtt_before = round_trips(base).await;
+    let rtt_before = mode.round_trips().await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let mut handles = Vec::new();
@@ -338,7 +496,7 @@ async fn run_level(
                         errors += 1;
                         // Resynchronise a transition worker with the server after an error.
                         if worker.scenario == Scenario::Transition {
-                            worker.status = current_status(&worker).await.unwrap_or_default();
+                            worker.status = worker.current_status().await.unwrap_or_default();
                         }
                     }
                 }
@@ -354,7 +512,7 @@ async fn run_level(
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let rtt_after = round_trips(base).await;
+    let rtt_after = mode.round_trips().await;
     let stats_after = commandstats(redis).await?;
     let ops = hist.len();
     let total = (ops + errors).max(1) as f64;
@@ -386,17 +544,6 @@ async fn run_level(
         redis_cmds_per_op,
         round_trips_per_op,
     })
-}
-
-async fn current_status(worker: &Worker) -> anyhow::Result<String> {
-    let flow: Value = worker
-        .http
-        .get(format!("{}/v1/flows/{}", worker.base, worker.flow_id))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(flow["status"].as_str().unwrap_or_default().to_string())
 }
 
 /// Calls per command from INFO commandstats, without the bench's and monitors' own commands.
@@ -436,18 +583,4 @@ async fn commandstats(
         out.insert(name.to_string(), calls);
     }
     Ok(Some(out))
-}
-
-/// The server's own count of Redis round trips (from `/v1/health`), if it runs on Redis.
-async fn round_trips(base: &str) -> Option<u64> {
-    let health: Value = reqwest::get(format!("{base}/v1/health"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    if health["redis"]["backend"] != "redis" {
-        return None;
-    }
-    health["redis"]["stats"]["round_trips"].as_u64()
 }

@@ -5,6 +5,11 @@ use flowstate::{Config, Flowstate};
 use flowstate_server::{Application, bench, client};
 use tracing_subscriber::EnvFilter;
 
+/// Requests allocate and free small JSON maps on every worker thread; glibc's allocator made
+/// those threads queue on its arena locks (measured), mimalloc keeps per-thread heaps.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// flowstate: state, cache and event layer for multi-agent AI flows.
 ///
 /// Configuration comes from FLOWSTATE_CONFIG (a TOML file) and the environment
@@ -48,8 +53,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The load generator shares the machine with the server it measures: one thread drives
     // hundreds of connections and leaves the other cores to the server.
-    let runtime = match cli.command {
-        Command::Bench(_) => tokio::runtime::Builder::new_current_thread(),
+    let runtime = match &cli.command {
+        Command::Bench(args) if !args.in_process => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     }
     .enable_all()

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use flowstate::{Config, Flowstate, NewFlow, TransitionRequest};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::Method;
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use flowstate::{Config, Flowstate, NewFlow, TransitionRequest};
 use serde_json::{Map, Value, json};
 
 /// What each operation does.
@@ -180,10 +180,19 @@ enum Target {
 
 /// One operation, before it is sent.
 enum Call {
-    Register { flow_id: String },
-    Transition { from: String, to: &'static str, step: u64 },
+    Register {
+        flow_id: String,
+    },
+    Transition {
+        from: String,
+        to: &'static str,
+        step: u64,
+    },
     GetFlow,
-    PhaseSave { phase: &'static str, seq: u64 },
+    PhaseSave {
+        phase: &'static str,
+        seq: u64,
+    },
     PhaseGet,
     StateGet,
 }
@@ -221,7 +230,8 @@ impl Worker {
                     http.post(format!("{base}/v1/flows"))
                         .json(&json!({"flow_id": self.flow_id, "flow_type": "research"})),
                     http.put(format!("{flow}/state")).json(&state),
-                    http.put(format!("{flow}/phases/{}", PHASES[0])).json(&state),
+                    http.put(format!("{flow}/phases/{}", PHASES[0]))
+                        .json(&state),
                 ];
                 for step in steps {
                     let resp = step.send().await?;
@@ -317,7 +327,8 @@ impl Worker {
                 (Method::POST, "/v1/flows".into(), body.into())
             }
             Call::Transition { from, to, step } => {
-                let body = json!({"from": from, "to": to, "metadata": {"step": step, "agent": "planner"}});
+                let body =
+                    json!({"from": from, "to": to, "metadata": {"step": step, "agent": "planner"}});
                 (
                     Method::POST,
                     format!("/v1/flows/{flow}/transitions"),

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod bad_input;
+mod batches;
 mod cli;
 mod degraded;
 mod documents;

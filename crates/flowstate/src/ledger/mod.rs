@@ -6,6 +6,7 @@
 //! tests (`flowstate-server`'s API tests) run against both.
 
 mod postgres;
+mod postgres_batch;
 mod sqlite;
 mod sqlite_writer;
 

@@ -3,7 +3,8 @@
 //! Every operation is one statement, hence one round trip: a transition is a data-modifying CTE
 //! that updates the flow and inserts the history row atomically. Concurrent transitions from the
 //! same status serialise on the row lock, and the loser re-checks `status = from` after the
-//! winner commits, so exactly one wins (READ COMMITTED is enough).
+//! winner commits, so exactly one wins (READ COMMITTED is enough). Registrations, transitions
+//! and document saves that arrive together share one statement ([`super::postgres_batch`]).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,14 +12,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
+use super::postgres_batch::{
+    Batcher, DocumentReq, Documents, Registrations, TransitionReq, Transitions,
+};
 use super::{
     DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, TransitionRow, attach_documents, cas_failure, delete_error, delete_statements,
-    flow_columns, insert_error, insert_fallback, push_filters, recorded, subtree,
+    Ledger, TransitionRow, attach_documents, delete_error, delete_statements, flow_columns,
+    insert_fallback, push_filters, subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document};
@@ -253,6 +256,9 @@ mod snapshots {
 #[derive(Debug, Clone)]
 pub struct PostgresLedger {
     pool: PgPool,
+    registrations: Batcher<Registrations>,
+    transitions: Batcher<Transitions>,
+    documents: Batcher<Documents>,
 }
 
 impl PostgresLedger {
@@ -266,7 +272,15 @@ impl PostgresLedger {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresLedger { pool })
+        // Few lanes make large batches: two statements in flight per kind of write beat four
+        // on a 16-connection pool (measured), and leave most connections to reads.
+        let lanes = (cfg.max_connections as usize / 8).clamp(1, 4);
+        Ok(PostgresLedger {
+            registrations: Batcher::start(pool.clone(), lanes),
+            transitions: Batcher::start(pool.clone(), lanes),
+            documents: Batcher::start(pool.clone(), lanes),
+            pool,
+        })
     }
 }
 
@@ -282,22 +296,7 @@ impl Ledger for PostgresLedger {
     }
 
     async fn insert_flow(&self, flow: &Flow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&flow.flow_id)
-        .bind(&flow.flow_type)
-        .bind(&flow.parent_flow_id)
-        .bind(&flow.status)
-        .bind(Json(&flow.metadata))
-        .bind(flow.created_at)
-        .bind(flow.updated_at)
-        .bind(flow.version)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| insert_error(e, flow))?;
-        Ok(())
+        self.registrations.submit(flow.clone()).await
     }
 
     async fn get_flow(&self, flow_id: &str) -> Result<Option<Flow>> {
@@ -385,26 +384,15 @@ impl Ledger for PostgresLedger {
         body: &Map<String, Value>,
         at: OffsetDateTime,
     ) -> Result<(Document, String)> {
-        // One statement: the upsert, and the flow's status read in the same snapshot.
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "WITH up AS (INSERT INTO flow_documents (flow_id, kind, name, body, saved_at, version) \
-               SELECT flow_id, $2, $3, $4, $5, 1 FROM flows WHERE flow_id = $1 \
-               ON CONFLICT (flow_id, kind, name) DO UPDATE \
-               SET body = excluded.body, saved_at = excluded.saved_at, \
-                   version = flow_documents.version + 1 \
-               RETURNING version) \
-             SELECT up.version, f.status FROM up, flows f WHERE f.flow_id = $1",
-        )
-        .bind(flow_id)
-        .bind(kind.as_str())
-        .bind(name)
-        .bind(Json(body))
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await?;
-        let (version, status) = row.ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
-        let doc = crate::ledger::written_document(flow_id, name, body, at, version);
-        Ok((doc, status))
+        self.documents
+            .submit(DocumentReq {
+                kind,
+                flow_id: flow_id.to_string(),
+                name: name.to_string(),
+                body: body.clone(),
+                at,
+            })
+            .await
     }
 
     async fn get_document(
@@ -438,36 +426,15 @@ impl Ledger for PostgresLedger {
         metadata: &Map<String, Value>,
         at: OffsetDateTime,
     ) -> Result<(Transition, Flow)> {
-        let updated: Option<FlowRow> = sqlx::query_as(concat!(
-            "WITH upd AS ( \
-               UPDATE flows SET status = $3, version = version + 1, updated_at = $5 \
-               WHERE flow_id = $1 AND status = $2 RETURNING ",
-            flow_columns!(),
-            "), \
-             ins AS ( \
-               INSERT INTO flow_transitions (flow_id, seq, from_status, to_status, metadata, at) \
-               SELECT flow_id, version, $2, $3, $4, $5 FROM upd) \
-             SELECT ",
-            flow_columns!(),
-            " FROM upd"
-        ))
-        .bind(flow_id)
-        .bind(from)
-        .bind(to)
-        .bind(Json(metadata))
-        .bind(at)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = updated else {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT status FROM flows WHERE flow_id = $1")
-                    .bind(flow_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            return Err(cas_failure(current, flow_id, from));
-        };
-        let flow = row.into_flow();
-        Ok((recorded(&flow, from, to, metadata, at), flow))
+        self.transitions
+            .submit(TransitionReq {
+                flow_id: flow_id.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+                metadata: metadata.clone(),
+                at,
+            })
+            .await
     }
 
     async fn create_snapshot(

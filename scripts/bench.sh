@@ -79,6 +79,14 @@ run_config() { # name, env...
   fi
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
+  # The same configuration through the library, in this process: the like-for-like figure
+  # beside the reference's driver, which calls its Python functions directly.
+  echo "-- in process (library, no HTTP)" | tee -a "$OUT/flowstate.txt"
+  redis-cli -p "$PORT" flushall >/dev/null
+  for scenario in register transition phase-save get-flow state-get; do
+    env "$@" RUST_LOG=warn "$BIN" bench --in-process --scenario "$scenario" \
+      --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
+  done
 }
 
 DB=$(mktemp -d)

@@ -13,6 +13,8 @@
 //! is fixed-width decimal so a Lua script can read it with `string.sub` and refuse to replace a
 //! newer value with an older one.
 
+use std::cell::RefCell;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -26,6 +28,50 @@ const ZSTD_LEVEL: i32 = 3;
 
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 21;
+
+/// Largest decompressed payload accepted: a corrupt or foreign frame header must not make a
+/// reader allocate without bound. Documents are capped far lower by the request body limit.
+const MAX_DECOMPRESSED: u64 = 64 << 20;
+
+thread_local! {
+    // One zstd context per thread, reused: creating one per value cost ~10 µs, more than
+    // compressing a 1 KB document (measured in `benches/hot_paths.rs`).
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(json: &[u8]) -> Result<Vec<u8>, String> {
+    COMPRESSOR.with_borrow_mut(|slot| {
+        let compressor = match slot {
+            Some(c) => c,
+            None => {
+                slot.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| e.to_string())?)
+            }
+        };
+        compressor.compress(json).map_err(|e| e.to_string())
+    })
+}
+
+fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let size = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) if size <= MAX_DECOMPRESSED => size,
+        Ok(Some(size)) => return Err(format!("compressed value claims {size} bytes")),
+        // Frames without a content size (none written by flowstate) take the streaming path.
+        Ok(None) => return zstd::stream::decode_all(frame).map_err(|e| e.to_string()),
+        Err(_) => return Err("not a zstd frame".into()),
+    };
+    DECOMPRESSOR.with_borrow_mut(|slot| {
+        let decompressor = match slot {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?),
+        };
+        // Bounded above by MAX_DECOMPRESSED, so it fits in usize on every supported target.
+        let capacity = usize::try_from(size).map_err(|e| e.to_string())?;
+        decompressor
+            .decompress(frame, capacity)
+            .map_err(|e| e.to_string())
+    })
+}
 
 /// What is stored for a document (the name and flow are in the key, the version in the header).
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,7 +93,7 @@ pub fn is_marker(bytes: &[u8]) -> bool {
 pub fn encode<T: Serialize>(version: i64, payload: &T) -> Result<Vec<u8>, String> {
     let json = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
     let (codec, bytes) = if json.len() > COMPRESS_ABOVE {
-        let z = zstd::bulk::compress(&json, ZSTD_LEVEL).map_err(|e| e.to_string())?;
+        let z = compress(&json)?;
         (b'z', z)
     } else {
         (b'j', json)
@@ -72,7 +118,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(i64, T), String> {
     let payload = match bytes[0] {
         b'j' => serde_json::from_slice(body).map_err(|e| e.to_string())?,
         b'z' => {
-            let json = zstd::stream::decode_all(body).map_err(|e| e.to_string())?;
+            let json = decompress(body)?;
             serde_json::from_slice(&json).map_err(|e| e.to_string())?
         }
         other => return Err(format!("unknown codec {other:#x}")),
@@ -115,5 +161,14 @@ mod tests {
         ] {
             assert!(decode::<Payload>(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_frame_claiming_a_huge_size_is_refused_before_allocating() {
+        let zeros = vec![0u8; (MAX_DECOMPRESSED + 1) as usize];
+        let mut value = b"z00000000000000000001".to_vec();
+        value.extend(zstd::bulk::compress(&zeros, 1).unwrap());
+        let err = decode::<Payload>(&value).unwrap_err();
+        assert!(err.contains("claims"), "{err}");
     }
 }

@@ -75,7 +75,7 @@ run_config() { # name, env...
         --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" | tee -a "$OUT/flowstate.txt"
     done
     start_redis
-    curl -s "http://127.0.0.1:$HTTP_PORT/v1/fallbacks?limit=5" | tee -a "$OUT/flowstate.txt"; echo
+    curl -s "http://127.0.0.1:$HTTP_PORT/v1/fallbacks?limit=5" | tee -a "$OUT/flowstate.txt"; echo | tee -a "$OUT/flowstate.txt"
   fi
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=

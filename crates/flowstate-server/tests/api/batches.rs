@@ -104,6 +104,11 @@ async fn every_request_of_a_batch_gets_its_own_answer() {
     let new_child = register(json!({"flow_id": "n2", "flow_type": "t", "parent_flow_id": "a1"}));
     let duplicate = register(json!({"flow_id": "a3", "flow_type": "t"}));
     let orphan = register(json!({"flow_id": "n3", "flow_type": "t", "parent_flow_id": "ghost"}));
+    // A parent and its child queued together: the child waits for the parent's batch, whose
+    // commit its statement must see (in one statement it would not).
+    let queued_parent = register(json!({"flow_id": "p1", "flow_type": "t"}));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued_child = register(json!({"flow_id": "c1", "flow_type": "t", "parent_flow_id": "p1"}));
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.commit().await.unwrap();
 
@@ -145,6 +150,9 @@ async fn every_request_of_a_batch_gets_its_own_answer() {
     let a = answer(orphan).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.body["error"]["code"], "parent_not_found");
+    assert_eq!(answer(queued_parent).await.status, StatusCode::CREATED);
+    let a = answer(queued_child).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
 
     // What was answered is what is stored.
     assert_eq!(app.get("/v1/flows/a1").await.body["status"], "running");

@@ -284,6 +284,54 @@ impl PostgresLedger {
     }
 }
 
+impl PostgresLedger {
+    /// One attempt at a delete: the database error, or the delete's outcome.
+    async fn try_delete(
+        &self,
+        flow_id: &str,
+        recursive: bool,
+    ) -> std::result::Result<Result<Vec<DeletedFlow>>, sqlx::Error> {
+        let (list_docs, delete) = if recursive {
+            delete_statements!(recursive)
+        } else {
+            delete_statements!(single)
+        };
+        let mut tx = self.pool.begin().await?;
+        // Lock the rows first: a document written concurrently waits for this delete (its
+        // foreign-key check needs the row) instead of slipping in unlisted and being cascaded
+        // away in Postgres while its Redis key lives on.
+        let lock = if recursive {
+            concat!(
+                subtree!(recursive),
+                "SELECT flow_id FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) \
+                 ORDER BY flow_id FOR UPDATE"
+            )
+        } else {
+            "SELECT flow_id FROM flows WHERE flow_id = $1 FOR UPDATE"
+        };
+        sqlx::query(lock).bind(flow_id).execute(&mut *tx).await?;
+        let docs: Vec<(String, String, String)> = sqlx::query_as(list_docs)
+            .bind(flow_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let rows: Vec<FlowRow> = sqlx::query_as(delete)
+            .bind(flow_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Err(Error::FlowNotFound(flow_id.to_string())));
+        }
+        tx.commit().await?;
+        let flows = rows.into_iter().map(FlowRow::into_flow).collect();
+        Ok(Ok(attach_documents(flows, docs)))
+    }
+}
+
+/// Whether PostgreSQL aborted the statement to break a deadlock (or a serialization conflict).
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 #[async_trait]
 impl Ledger for PostgresLedger {
     fn backend(&self) -> &'static str {
@@ -341,39 +389,17 @@ impl Ledger for PostgresLedger {
     }
 
     async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>> {
-        let (list_docs, delete) = if recursive {
-            delete_statements!(recursive)
-        } else {
-            delete_statements!(single)
-        };
-        let mut tx = self.pool.begin().await?;
-        // Lock the rows first: a document written concurrently waits for this delete (its
-        // foreign-key check needs the row) instead of slipping in unlisted and being cascaded
-        // away in Postgres while its Redis key lives on.
-        let lock = if recursive {
-            concat!(
-                subtree!(recursive),
-                "SELECT flow_id FROM flows WHERE flow_id IN (SELECT flow_id FROM sub) FOR UPDATE"
-            )
-        } else {
-            "SELECT flow_id FROM flows WHERE flow_id = $1 FOR UPDATE"
-        };
-        sqlx::query(lock).bind(flow_id).execute(&mut *tx).await?;
-        let docs: Vec<(String, String, String)> = sqlx::query_as(list_docs)
-            .bind(flow_id)
-            .fetch_all(&mut *tx)
-            .await?;
-        let rows: Vec<FlowRow> = sqlx::query_as(delete)
-            .bind(flow_id)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| delete_error(e, flow_id))?;
-        if rows.is_empty() {
-            return Err(Error::FlowNotFound(flow_id.to_string()));
+        // A batch of writes can hold a row this delete needs while waiting for one it holds
+        // (a document batch's foreign-key check); PostgreSQL then aborts one side. Both lock
+        // in flow_id order, which makes that rare, and the delete retries when it is the one.
+        let mut attempts = 0;
+        loop {
+            match self.try_delete(flow_id, recursive).await {
+                Err(e) if attempts < 3 && is_deadlock(&e) => attempts += 1,
+                Err(e) => return Err(delete_error(e, flow_id)),
+                Ok(outcome) => return outcome,
+            }
         }
-        tx.commit().await?;
-        let flows = rows.into_iter().map(FlowRow::into_flow).collect();
-        Ok(attach_documents(flows, docs))
     }
 
     async fn put_document(

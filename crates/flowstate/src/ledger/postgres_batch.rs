@@ -12,10 +12,13 @@
 //! - A batch never holds two requests for the same key (flow, or document), and no two batches
 //!   in flight share a key. So a multi-row UPDATE sees each row once, and two batches can never
 //!   lock the same rows in opposite orders (no deadlocks among batches).
-//! - If a batch statement fails inside PostgreSQL (a foreign key broken by a concurrent delete,
-//!   text PostgreSQL cannot store, a deadlock with a delete), it rolled back whole, and every
-//!   request is replayed alone, so each gets its own answer. If the connection failed, the
-//!   outcome is unknown and every request gets the retryable error.
+//! - If a batch statement is refused because of its rows (a foreign key broken by a concurrent
+//!   delete, text PostgreSQL cannot store, a deadlock with a delete), it rolled back whole, and
+//!   every request is replayed alone, so each gets its own answer. Any other failure (server
+//!   down, connection lost: outcome unknown) gives every request the retryable error. Once the
+//!   statement has returned, nothing is replayed: it committed.
+//! - A registration waits while its parent's registration is in a batch, so the parent is
+//!   visible to its statement. Batches are sorted by key, so they lock rows in one order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,7 +29,7 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 use sqlx::types::Json;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{FlowRow, cas_failure, flow_columns, insert_error, recorded, written_document};
 use crate::documents::{DocKind, Document};
@@ -50,6 +53,12 @@ pub(super) trait BatchOp: Send + Sync + 'static {
 
     /// What two requests of one batch, or of two batches in flight, must not share.
     fn key(req: &Self::Req) -> String;
+
+    /// A key whose write must have committed before this request's statement starts (a
+    /// flow's parent): the request waits while that key is in a batch.
+    fn depends_on(_req: &Self::Req) -> Option<&str> {
+        None
+    }
 
     /// Runs `reqs` (distinct keys) as one statement; one answer per request, in order.
     async fn batch(
@@ -119,6 +128,7 @@ async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, lanes: 
     let in_flight: InFlight = Arc::default();
     let finished = Arc::new(Notify::new());
     let mut pending: VecDeque<Job<Op>> = VecDeque::new();
+    let mut open = true;
     loop {
         if pending.is_empty() {
             match rx.recv().await {
@@ -130,57 +140,90 @@ async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, lanes: 
         let Ok(lane) = lanes.clone().acquire_owned().await else {
             return; // the semaphore is never closed
         };
-        while pending.len() < QUEUE {
+        while open && pending.len() < QUEUE {
             match rx.try_recv() {
                 Ok(job) => pending.push_back(job),
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
             }
         }
         let (batch, keys) = take_batch::<Op>(&mut pending, &in_flight);
         if batch.is_empty() {
-            // Everything waiting shares a key with a batch in flight: wait for one to end.
+            // Everything waiting shares a key with a batch in flight: wait for one to end, or
+            // for a new request, which may be free to go.
             drop(lane);
-            finished.notified().await;
+            tokio::select! {
+                () = finished.notified() => {}
+                job = rx.recv(), if open && pending.len() < QUEUE => match job {
+                    Some(job) => pending.push_back(job),
+                    None => open = false,
+                },
+            }
             continue;
         }
         metrics::histogram!("flowstate_ledger_batch_size", "op" => short_name::<Op>())
             .record(batch.len() as f64);
-        let (pool, in_flight, finished) = (pool.clone(), in_flight.clone(), finished.clone());
+        let done = Release {
+            keys,
+            in_flight: in_flight.clone(),
+            finished: finished.clone(),
+            _lane: lane,
+        };
+        let pool = pool.clone();
         tokio::spawn(async move {
             execute::<Op>(&pool, batch).await;
-            let mut held = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
-            for key in &keys {
-                held.remove(key);
-            }
-            drop(held);
-            drop(lane);
-            finished.notify_one();
+            drop(done);
         });
     }
 }
 
-/// Takes the longest prefix-ordered batch of distinct keys not in flight, and marks its keys
-/// in flight; the rest stays pending in its order.
+/// Frees a batch's keys and lane when it ends, even if it panicked: otherwise every later
+/// write to those keys would wait forever.
+struct Release {
+    keys: Vec<String>,
+    in_flight: InFlight,
+    finished: Arc<Notify>,
+    _lane: OwnedSemaphorePermit,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut held = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            held.remove(key);
+        }
+        drop(held);
+        self.finished.notify_one();
+    }
+}
+
+/// Takes, in arrival order, up to [`MAX_BATCH`] requests whose key (and whose dependency, see
+/// [`BatchOp::depends_on`]) is neither in flight nor already in the batch, and marks their
+/// keys in flight; the rest stays pending in its order. The batch is sorted by key, so its
+/// statement locks rows in the same order as every other batch and as deletes.
 fn take_batch<Op: BatchOp>(
     pending: &mut VecDeque<Job<Op>>,
     in_flight: &InFlight,
 ) -> (Vec<Job<Op>>, Vec<String>) {
     let mut held = in_flight.lock().unwrap_or_else(PoisonError::into_inner);
     let mut batch = Vec::new();
-    let mut keys = Vec::new();
     let mut rest = VecDeque::new();
     for job in pending.drain(..) {
         let key = Op::key(&job.req);
-        if batch.len() < MAX_BATCH && !held.contains(&key) {
+        let waits_on_dependency = Op::depends_on(&job.req).is_some_and(|d| held.contains(d));
+        if batch.len() < MAX_BATCH && !held.contains(&key) && !waits_on_dependency {
             held.insert(key.clone());
-            keys.push(key);
-            batch.push(job);
+            batch.push((key, job));
         } else {
             rest.push_back(job);
         }
     }
     *pending = rest;
-    (batch, keys)
+    batch.sort_by(|a, b| a.0.cmp(&b.0));
+    batch.into_iter().map(|(key, job)| (job, key)).unzip()
 }
 
 async fn execute<Op: BatchOp>(pool: &PgPool, batch: Vec<Job<Op>>) {
@@ -192,25 +235,40 @@ async fn execute<Op: BatchOp>(pool: &PgPool, batch: Vec<Job<Op>>) {
                 let _ = reply.send(result);
             }
         }
-        Err(sqlx::Error::Database(e)) => {
-            // Rolled back whole: replay each request alone for its own answer.
+        Err(sqlx::Error::Database(e)) if rejected_rows(e.code().as_deref()) => {
+            // The statement rolled back whole because of some row (or lost a deadlock):
+            // replay each request alone for its own answer.
             tracing::debug!(error = %e, op = short_name::<Op>(), "batch failed; replaying alone");
             for (req, reply) in reqs.iter().zip(replies) {
                 let _ = reply.send(Op::single(pool, req).await);
             }
         }
         Err(e) => {
+            // The server is not serving (or the outcome is unknown): no replay, which would
+            // only wait out the same failure once per request.
             let reason = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(Error::from(connection_error(&reason))));
+                let _ = reply.send(Err(unavailable(&reason)));
             }
         }
     }
 }
 
-/// A connection-level failure, once per caller (sqlx errors cannot be cloned).
-fn connection_error(reason: &str) -> sqlx::Error {
-    sqlx::Error::Io(std::io::Error::other(reason.to_string()))
+/// SQLSTATEs of a statement refused, and rolled back, because of its rows: data exceptions
+/// (22), integrity constraints (23), serialization failures and deadlocks. Not 40003
+/// (statement completion unknown): that outcome is unknown, and a replay could apply it twice.
+fn rejected_rows(code: Option<&str>) -> bool {
+    code.is_some_and(|c| {
+        c.starts_with("22") || c.starts_with("23") || matches!(c, "40001" | "40P01")
+    })
+}
+
+/// "Not answered, retry": for each caller of a batch that got no answer of its own.
+fn unavailable(reason: &str) -> Error {
+    Error::LedgerUnavailable {
+        reason: reason.to_string(),
+        retry_after: Duration::from_secs(1),
+    }
 }
 
 /// `Transitions` out of `flowstate::ledger::postgres_batch::Transitions`, for metrics.
@@ -231,6 +289,10 @@ impl BatchOp for Registrations {
 
     fn key(flow: &Flow) -> String {
         flow.flow_id.clone()
+    }
+
+    fn depends_on(flow: &Flow) -> Option<&str> {
+        flow.parent_flow_id.as_deref()
     }
 
     async fn batch(
@@ -278,22 +340,27 @@ impl BatchOp for Registrations {
             .map(|f| f.flow_id.as_str())
             .filter(|id| !inserted.contains(*id))
             .collect();
-        let existing: HashSet<String> = if refused.is_empty() {
-            HashSet::new()
+        // The batch has committed: from here on, a failure may only cost the refused requests
+        // the reason for their refusal, never a replay.
+        let existing: std::result::Result<HashSet<String>, String> = if refused.is_empty() {
+            Ok(HashSet::new())
         } else {
             sqlx::query_scalar("SELECT flow_id FROM flows WHERE flow_id = ANY($1)")
                 .bind(&refused)
                 .fetch_all(pool)
-                .await?
-                .into_iter()
-                .collect()
+                .await
+                .map(|ids: Vec<String>| ids.into_iter().collect())
+                .map_err(|e| e.to_string())
         };
         Ok(flows
             .iter()
             .map(|f| {
-                if inserted.contains(&f.flow_id) {
-                    Ok(())
-                } else if existing.contains(&f.flow_id) || f.parent_flow_id.is_none() {
+                let existing = match &existing {
+                    _ if inserted.contains(&f.flow_id) => return Ok(()),
+                    Ok(existing) => existing,
+                    Err(reason) => return Err(unavailable(reason)),
+                };
+                if existing.contains(&f.flow_id) || f.parent_flow_id.is_none() {
                     Err(Error::FlowExists(f.flow_id.clone()))
                 } else {
                     Err(Error::ParentNotFound(
@@ -398,26 +465,29 @@ impl BatchOp for Transitions {
             .filter(|(_, m)| m.is_none())
             .map(|(r, _)| r.flow_id.as_str())
             .collect();
-        let current: HashMap<String, String> = if stuck.is_empty() {
-            HashMap::new()
+        // The batch has committed: from here on, a failure may only cost the stuck requests
+        // their current status, never a replay.
+        let current: std::result::Result<HashMap<String, String>, String> = if stuck.is_empty() {
+            Ok(HashMap::new())
         } else {
             sqlx::query_as("SELECT flow_id, status FROM flows WHERE flow_id = ANY($1)")
                 .bind(&stuck)
                 .fetch_all(pool)
-                .await?
-                .into_iter()
-                .collect()
+                .await
+                .map(|rows: Vec<(String, String)>| rows.into_iter().collect())
+                .map_err(|e| e.to_string())
         };
         Ok(reqs
             .iter()
             .zip(moved)
-            .map(|(r, flow)| match flow {
-                Some(flow) => Ok((recorded(&flow, &r.from, &r.to, &r.metadata, r.at), flow)),
-                None => Err(cas_failure(
+            .map(|(r, flow)| match (flow, &current) {
+                (Some(flow), _) => Ok((recorded(&flow, &r.from, &r.to, &r.metadata, r.at), flow)),
+                (None, Ok(current)) => Err(cas_failure(
                     current.get(&r.flow_id).cloned(),
                     &r.flow_id,
                     &r.from,
                 )),
+                (None, Err(reason)) => Err(unavailable(reason)),
             })
             .collect())
     }

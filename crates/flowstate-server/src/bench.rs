@@ -99,6 +99,9 @@ pub struct BenchResult {
     pub round_trips_per_op: Option<f64>,
 }
 
+/// How long one request may take before it counts as an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 const FLOW_META: &str = r#"{"source":"api","priority":"normal","tags":["agent","bench"],"description":"benchmark flow registered by flowstate bench"}"#;
 
 /// Runs every concurrency level of `args` and prints a table.
@@ -361,14 +364,17 @@ impl Worker {
         if !body.is_empty() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }
-        let result = async {
+        let exchange = async {
             sender.ready().await?;
             let resp = sender.send_request(request.body(Full::new(body))?).await?;
             let status = resp.status();
             resp.into_body().collect().await?;
             anyhow::Ok(status)
-        }
-        .await;
+        };
+        // A server that stops answering must not hang the level past its deadline.
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {REQUEST_TIMEOUT:?}")));
         match result {
             Ok(status) if status.is_success() => Ok(()),
             Ok(status) => bail!("HTTP {status}"),
@@ -376,6 +382,13 @@ impl Worker {
                 *conn = None;
                 Err(e)
             }
+        }
+    }
+
+    /// After an error, a transition worker no longer knows its flow's status: ask.
+    async fn resync(&mut self) {
+        if self.scenario == Scenario::Transition {
+            self.status = self.current_status().await.unwrap_or_default();
         }
     }
 
@@ -426,7 +439,7 @@ impl Mode {
             Mode::Http { base, authority } => Target::Http {
                 http: reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
-                    .timeout(Duration::from_secs(10))
+                    .timeout(REQUEST_TIMEOUT)
                     .build()?,
                 base: base.clone(),
                 authority: authority.clone(),
@@ -480,7 +493,9 @@ async fn run_level(
     for mut worker in workers {
         warm.push(tokio::spawn(async move {
             while Instant::now() < warm_until {
-                let _ = worker.op().await;
+                if worker.op().await.is_err() {
+                    worker.resync().await;
+                }
             }
             worker
         }));
@@ -502,13 +517,10 @@ async fn run_level(
             while Instant::now() < deadline {
                 let t = Instant::now();
                 match worker.op().await {
-                    Ok(()) => hist.record(t.elapsed().as_micros().max(1) as u64)?,
+                    Ok(()) => hist.saturating_record(t.elapsed().as_micros().max(1) as u64),
                     Err(_) => {
                         errors += 1;
-                        // Resynchronise a transition worker with the server after an error.
-                        if worker.scenario == Scenario::Transition {
-                            worker.status = worker.current_status().await.unwrap_or_default();
-                        }
+                        worker.resync().await;
                     }
                 }
             }
@@ -531,7 +543,7 @@ async fn run_level(
         (Some(a), Some(b)) => {
             let delta: u64 = b
                 .iter()
-                .map(|(k, v)| v - a.get(k).copied().unwrap_or(0))
+                .map(|(k, v)| v.saturating_sub(a.get(k).copied().unwrap_or(0)))
                 .sum();
             Some(delta as f64 / total)
         }

@@ -46,7 +46,7 @@ fn embedded_paths(c: &mut Criterion) {
     }))
     .unwrap();
 
-    c.bench_function("embedded/get_flow (hot tier hit)", |b| {
+    c.bench_function("embedded/get_flow (memory tier hit)", |b| {
         b.to_async(&rt)
             .iter(|| async { service.get_flow("bench").await.unwrap() })
     });

@@ -52,12 +52,26 @@ fn compress(json: &[u8]) -> Result<Vec<u8>, String> {
     })
 }
 
+fn decompress_streaming(frame: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::new(frame).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    decoder
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(format!("compressed value exceeds {MAX_DECOMPRESSED} bytes"));
+    }
+    Ok(out)
+}
+
 fn decompress(frame: &[u8]) -> Result<Vec<u8>, String> {
     let size = match zstd::zstd_safe::get_frame_content_size(frame) {
         Ok(Some(size)) if size <= MAX_DECOMPRESSED => size,
         Ok(Some(size)) => return Err(format!("compressed value claims {size} bytes")),
-        // Frames without a content size (none written by flowstate) take the streaming path.
-        Ok(None) => return zstd::stream::decode_all(frame).map_err(|e| e.to_string()),
+        // Frames without a content size (none written by flowstate) stream, still bounded.
+        Ok(None) => return decompress_streaming(frame),
         Err(_) => return Err("not a zstd frame".into()),
     };
     DECOMPRESSOR.with_borrow_mut(|slot| {
@@ -170,5 +184,27 @@ mod tests {
         value.extend(zstd::bulk::compress(&zeros, 1).unwrap());
         let err = decode::<Payload>(&value).unwrap_err();
         assert!(err.contains("claims"), "{err}");
+    }
+
+    #[test]
+    fn frames_without_a_content_size_decode_and_stay_bounded() {
+        let frame = |data: &[u8]| {
+            let mut value = b"z00000000000000000003".to_vec();
+            let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+            encoder.include_contentsize(false).unwrap();
+            std::io::Write::write_all(&mut encoder, data).unwrap();
+            value.extend(encoder.finish().unwrap());
+            assert!(matches!(
+                zstd::zstd_safe::get_frame_content_size(&value[HEADER_LEN..]),
+                Ok(None)
+            ));
+            value
+        };
+        let json = serde_json::to_vec(&payload("streamed")).unwrap();
+        let (v, p): (i64, Payload) = decode(&frame(&json)).unwrap();
+        assert_eq!((v, p.body["text"].as_str().unwrap()), (3, "streamed"));
+        let huge = vec![b' '; (MAX_DECOMPRESSED + 1) as usize];
+        let err = decode::<Payload>(&frame(&huge)).unwrap_err();
+        assert!(err.contains("exceeds"), "{err}");
     }
 }

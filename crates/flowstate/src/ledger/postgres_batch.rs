@@ -108,10 +108,7 @@ impl<Op: BatchOp> Batcher<Op> {
     /// Queues `req` and waits for its batch.
     pub(super) async fn submit(&self, req: Op::Req) -> Result<Op::Out> {
         let (reply, rx) = oneshot::channel();
-        let gone = || Error::LedgerUnavailable {
-            reason: "the ledger's write queue stopped".into(),
-            retry_after: Duration::from_secs(1),
-        };
+        let gone = || unavailable("the ledger's write queue stopped");
         self.queue
             .send(Job { req, reply })
             .await
@@ -261,6 +258,18 @@ fn rejected_rows(code: Option<&str>) -> bool {
     code.is_some_and(|c| {
         c.starts_with("22") || c.starts_with("23") || matches!(c, "40001" | "40P01")
     })
+}
+
+/// Puts rows returned with their request's position (`WITH ORDINALITY`, from 1) in request
+/// order; a request without a row gets `None`.
+fn by_ord<T>(requests: usize, rows: impl IntoIterator<Item = (i64, T)>) -> Vec<Option<T>> {
+    let mut slots: Vec<Option<T>> = (0..requests).map(|_| None).collect();
+    for (ord, value) in rows {
+        if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| slots.get_mut(i)) {
+            *slot = Some(value);
+        }
+    }
+    slots
 }
 
 /// "Not answered, retry": for each caller of a batch that got no answer of its own.
@@ -450,15 +459,10 @@ impl BatchOp for Transitions {
         .bind(reqs.iter().map(|r| r.at).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
-        let mut moved: Vec<Option<Flow>> = (0..reqs.len()).map(|_| None).collect();
-        for row in rows {
-            let slot = usize::try_from(row.ord - 1)
-                .ok()
-                .and_then(|i| moved.get_mut(i));
-            if let Some(slot) = slot {
-                *slot = Some(row.flow.into_flow());
-            }
-        }
+        let moved = by_ord(
+            reqs.len(),
+            rows.into_iter().map(|r| (r.ord, r.flow.into_flow())),
+        );
         let stuck: Vec<&str> = reqs
             .iter()
             .zip(&moved)
@@ -581,13 +585,11 @@ impl BatchOp for Documents {
         .bind(reqs.iter().map(|r| r.at).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
-        let mut saved: Vec<Option<(i64, String)>> = (0..reqs.len()).map(|_| None).collect();
-        for (ord, version, status) in rows {
-            let slot = usize::try_from(ord - 1).ok().and_then(|i| saved.get_mut(i));
-            if let Some(slot) = slot {
-                *slot = Some((version, status));
-            }
-        }
+        let saved = by_ord(
+            reqs.len(),
+            rows.into_iter()
+                .map(|(ord, version, status)| (ord, (version, status))),
+        );
         Ok(reqs
             .iter()
             .zip(saved)

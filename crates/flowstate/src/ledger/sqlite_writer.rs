@@ -41,8 +41,8 @@ const QUEUE: usize = 4096;
 /// WAL size after which a commit checkpoints the WAL into the database file: 16,000 pages of
 /// the 1 KiB new databases use (older files keep their 4 KiB pages; the threshold is in bytes
 /// so they checkpoint as often). SQLite's default (1000 pages) checkpoints a few times a
-/// second under load, and each checkpoint
-/// stalls every queued write for a millisecond or two: that was the p99 of writes. Rarer
+/// second under load, and each checkpoint stalls every queued write for a millisecond or two:
+/// that was the p99 of writes. Rarer
 /// checkpoints copy hot pages (the flows table, its indexes) once instead of many times, so
 /// throughput rises and the stall, now ~15 ms every few seconds at full load, moves to p999.
 /// A checkpointer thread would avoid the stall, but measured, its locks stalled the writer more.

@@ -119,6 +119,17 @@ async fn children_and_delete(backend: Backend) {
     let leaf = app.get("/v1/flows/a1x/children").await;
     assert_eq!(leaf.body, json!({"children": []}));
 
+    // History to be deleted with its flows (PostgreSQL keeps it without a foreign key).
+    for flow in ["b", "a1x"] {
+        let moved = app
+            .post(
+                &format!("/v1/flows/{flow}/transitions"),
+                json!({"from": "initializing", "to": "running"}),
+            )
+            .await;
+        assert_eq!(moved.status, StatusCode::OK, "{flow}: {}", moved.body);
+    }
+
     let refused = app.delete("/v1/flows/a").await;
     assert_eq!(refused.status, StatusCode::CONFLICT);
     assert_eq!(refused.body["error"]["code"], "flow_has_children");
@@ -154,11 +165,19 @@ async fn children_and_delete(backend: Backend) {
         StatusCode::NOT_FOUND
     );
 
-    // A deleted id can be registered again, and reads see the new flow, not the old one.
+    // A deleted id can be registered again, and reads see the new flow, not the old one,
+    // without the old one's history.
     let again = app
         .register(json!({"flow_id": "a", "flow_type": "second"}))
         .await;
     assert_eq!(app.get("/v1/flows/a").await.body, again);
+    for (flow, parent) in [("b", "p"), ("a1", "a"), ("a1x", "a1")] {
+        app.register(json!({"flow_id": flow, "flow_type": "t", "parent_flow_id": parent}))
+            .await;
+        let history = app.get(&format!("/v1/flows/{flow}/transitions")).await;
+        assert_eq!(history.status, StatusCode::OK);
+        assert_eq!(history.body["transitions"], json!([]), "{flow}");
+    }
 }
 all_backends!(children_and_delete);
 

@@ -168,3 +168,46 @@ async fn every_request_of_a_batch_gets_its_own_answer() {
     let history = app.get("/v1/flows/a2/transitions").await;
     assert_eq!(history.body["transitions"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_stuck_batch_does_not_hold_up_other_flows() {
+    // Eight connections allow two transition statements in flight: the second opens only
+    // because the first is stuck on a row lock.
+    let app = spawn_app_with(Backend::RedisPostgres, |c| c.database.max_connections = 8).await;
+    for id in ["locked", "free"] {
+        app.register(json!({"flow_id": id, "flow_type": "t"})).await;
+    }
+    let pg = sqlx::PgPool::connect(&app.config.database.url)
+        .await
+        .unwrap();
+    let mut lock = pg.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM flows WHERE flow_id = 'locked' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let stuck = spawn_request(
+        &app,
+        Method::POST,
+        "/v1/flows/locked/transitions",
+        json!({"from": "initializing", "to": "running"}),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Answered while the lock is still held (with one lane it waits for the commit below).
+    let free = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.post(
+            "/v1/flows/free/transitions",
+            json!({"from": "initializing", "to": "running"}),
+        ),
+    )
+    .await
+    .expect("a transition of another flow is not held up by the locked one");
+    assert_eq!(free.status, StatusCode::OK, "{}", free.body);
+    assert!(!stuck.is_finished(), "the locked flow's transition waits");
+
+    lock.commit().await.unwrap();
+    let a = answer(stuck).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["flow"]["version"], 2);
+}

@@ -87,6 +87,26 @@ pub struct Document {
     pub version: i64,
 }
 
+/// The flow a document belongs to, as the ledger saw it in the same statement as the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Its status (the state document's cache TTL depends on it).
+    pub status: String,
+    /// Its [`Flow::incarnation`](crate::flows::Flow::incarnation): the hot tier refuses a
+    /// document of a flow that has since been deleted, or deleted and registered again.
+    pub incarnation: i64,
+}
+
+impl Owner {
+    /// The owner as recorded in `flow`.
+    pub fn of(flow: &crate::flows::Flow) -> Self {
+        Owner {
+            status: flow.status.clone(),
+            incarnation: flow.incarnation,
+        }
+    }
+}
+
 impl Flowstate {
     /// Writes a document: ledger first, then the hot tier.
     pub(crate) async fn put_document(
@@ -116,12 +136,12 @@ impl Flowstate {
             .ledger()
             .put_document(kind, flow_id, name, &body, crate::flows::now())
             .await;
-        let (doc, status) = self
+        let (doc, owner) = self
             .unless_unknown(written, flow_id, Some((kind, name)))
             .await?;
         self.hot_write(
             "documents.put",
-            self.hot().put_document(kind, &doc, &status, true),
+            self.hot().put_document(kind, &doc, &owner, true),
         )
         .await;
         Ok(doc)
@@ -149,11 +169,11 @@ impl Flowstate {
             return Ok(doc);
         }
         match self.ledger().get_document(kind, flow_id, name).await? {
-            Some((doc, status)) => {
+            Some((doc, owner)) => {
                 self.hot_fill(
                     epoch,
                     "documents.cache",
-                    self.hot().put_document(kind, &doc, &status, false),
+                    self.hot().put_document(kind, &doc, &owner, false),
                 )
                 .await;
                 Ok(doc)

@@ -42,6 +42,12 @@ pub struct Flow {
     pub updated_at: OffsetDateTime,
     /// Starts at 1 and grows by one with every transition; newer versions win in the hot tier.
     pub version: i64,
+    /// Which registration of `flow_id` this is: the ledger's registration number, which only
+    /// grows, so a flow deleted and registered again has a higher one. The hot tier orders
+    /// writes by (incarnation, version), so a late write about the deleted flow cannot replace
+    /// the new one. Not part of the API.
+    #[serde(skip)]
+    pub incarnation: i64,
 }
 
 /// What a caller supplies to register a flow.
@@ -116,7 +122,7 @@ impl Flowstate {
             }
         }
         let at = now();
-        let flow = Flow {
+        let mut flow = Flow {
             flow_id,
             flow_type: new.flow_type,
             parent_flow_id: new.parent_flow_id,
@@ -125,8 +131,9 @@ impl Flowstate {
             created_at: at,
             updated_at: at,
             version: 1,
+            incarnation: 0,
         };
-        self.ledger().insert_flow(&flow).await?;
+        flow.incarnation = self.ledger().insert_flow(&flow).await?;
         self.hot_write("flows.register", self.hot().register_flow(&flow))
             .await;
         Ok(flow)

@@ -42,7 +42,7 @@ pub mod transitions;
 pub mod ttl;
 
 pub use config::Config;
-pub use documents::{DocKind, Document};
+pub use documents::{DocKind, Document, Owner};
 pub use error::{Error, Result};
 pub use fallbacks::FallbackRecord;
 pub use flows::{Flow, FlowFilter, FlowPage, NewFlow};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::flows::{self, Flow, INITIAL_STATUS};
 use crate::ids;
@@ -144,7 +144,7 @@ impl Flowstate {
         self.hot_write(
             "snapshots.restore",
             self.hot()
-                .put_document(DocKind::State, &state, &flow.status, true),
+                .put_document(DocKind::State, &state, &Owner::of(&flow), true),
         )
         .await;
         self.hot_write(
@@ -189,6 +189,7 @@ impl Flowstate {
             created_at: at,
             updated_at: at,
             version: 1,
+            incarnation: 0, // assigned by the ledger
         };
         let (child, state) = self
             .ledger()
@@ -199,7 +200,7 @@ impl Flowstate {
         self.hot_write(
             "snapshots.fork_state",
             self.hot()
-                .put_document(DocKind::State, &state, &child.status, true),
+                .put_document(DocKind::State, &state, &Owner::of(&child), true),
         )
         .await;
         Ok((child, state))

@@ -1,13 +1,49 @@
-//! The Redis tier's version guards, driven through the hot-tier API on a real Redis: late
-//! writers and slow repopulations never replace a newer value.
+//! The hot tiers' ordering guards, one suite run against both tiers (in-process memory, and
+//! Redis through its Lua scripts): late writers and slow repopulations never replace a newer
+//! value, and nothing written about a deleted flow reaches the flow registered after it under
+//! the same id. Each test plays the writes in the order a race would deliver them.
 
 use flowstate::config::TtlConfig;
-use flowstate::hot::{HotTier, RedisHot};
+use flowstate::hot::{CachedFlow, HotTier, MemoryHot, RedisHot};
 use flowstate::keys::Keys;
+use flowstate::ledger::DeletedFlow;
 use flowstate::ttl::Ttls;
-use flowstate::{Config, DocKind, Document};
+use flowstate::{Config, DocKind, Document, Flow, Owner, Transition};
 
 use crate::helpers::redis_url;
+
+/// Both tiers, the Redis one under a key prefix of its own.
+async fn tiers() -> Vec<(&'static str, Box<dyn HotTier>)> {
+    let mut cfg = Config::default().redis;
+    cfg.url = Some(redis_url());
+    let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
+    let redis =
+        RedisHot::connect(&cfg, Keys::new(prefix), Ttls::new(TtlConfig::default())).unwrap();
+    redis.prepare().await.unwrap();
+    vec![
+        (
+            "memory",
+            Box::new(MemoryHot::new(Ttls::new(TtlConfig::default()))),
+        ),
+        ("redis", Box::new(redis)),
+    ]
+}
+
+/// Flow `f` in its `incarnation`-th life, at `version`.
+fn flow(incarnation: i64, version: i64, status: &str) -> Flow {
+    let at = time::OffsetDateTime::now_utc();
+    Flow {
+        flow_id: "f".into(),
+        flow_type: "t".into(),
+        parent_flow_id: None,
+        status: status.into(),
+        metadata: Default::default(),
+        created_at: at,
+        updated_at: at,
+        version,
+        incarnation,
+    }
+}
 
 fn doc(name: &str, version: i64) -> Document {
     Document {
@@ -22,49 +58,194 @@ fn doc(name: &str, version: i64) -> Document {
     }
 }
 
+fn owner(incarnation: i64) -> Owner {
+    Owner {
+        status: "running".into(),
+        incarnation,
+    }
+}
+
+fn transition() -> Transition {
+    Transition {
+        id: 0,
+        from: "a".into(),
+        to: "b".into(),
+        at: time::OffsetDateTime::now_utc(),
+        metadata: Default::default(),
+    }
+}
+
+fn deleted(f: &Flow) -> DeletedFlow {
+    DeletedFlow {
+        flow: f.clone(),
+        documents: vec![(DocKind::Phase, "analysis".into())],
+        snapshots: Vec::new(),
+    }
+}
+
+/// What the tier answers for `f`: its (incarnation, version, status), or "deleted" / "missing".
+async fn cached(hot: &dyn HotTier) -> String {
+    match hot.get_flow("f").await.unwrap() {
+        CachedFlow::Present(f) => format!("{}/{} {}", f.incarnation, f.version, f.status),
+        CachedFlow::Deleted => "deleted".into(),
+        CachedFlow::Missing => "missing".into(),
+    }
+}
+
+async fn phase_version(hot: &dyn HotTier) -> Option<i64> {
+    let d = hot.get_document(DocKind::Phase, "f", "analysis").await;
+    d.unwrap().map(|d| d.version)
+}
+
+#[tokio::test]
+async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
+    for (tier, hot) in tiers().await {
+        let hot = hot.as_ref();
+        hot.register_flow(&flow(1, 1, "initializing"))
+            .await
+            .unwrap();
+        hot.record_transition(&flow(1, 3, "done"), &transition())
+            .await
+            .unwrap();
+        // A slow fill or a late transition write carrying an older version loses.
+        hot.cache_flow(&flow(1, 2, "running")).await.unwrap();
+        hot.record_transition(&flow(1, 2, "running"), &transition())
+            .await
+            .unwrap();
+        assert_eq!(cached(hot).await, "1/3 done", "{tier}");
+        // A slow registration of the same flow cannot roll it back either.
+        hot.register_flow(&flow(1, 1, "initializing"))
+            .await
+            .unwrap();
+        assert_eq!(cached(hot).await, "1/3 done", "{tier}");
+
+        hot.remove_flows(&[deleted(&flow(1, 3, "done"))])
+            .await
+            .unwrap();
+        hot.cache_flow(&flow(1, 3, "done")).await.unwrap();
+        assert_eq!(
+            cached(hot).await,
+            "deleted",
+            "{tier}: a fill cannot revive it"
+        );
+        hot.register_flow(&flow(1, 1, "initializing"))
+            .await
+            .unwrap();
+        assert_eq!(
+            cached(hot).await,
+            "deleted",
+            "{tier}: nor a late registration of the deleted flow"
+        );
+        hot.register_flow(&flow(2, 1, "initializing"))
+            .await
+            .unwrap();
+        assert_eq!(
+            cached(hot).await,
+            "2/1 initializing",
+            "{tier}: a new registration of the id can"
+        );
+    }
+}
+
+#[tokio::test]
+async fn late_writes_about_a_deleted_flow_never_reach_its_successor() {
+    for (tier, hot) in tiers().await {
+        let hot = hot.as_ref();
+        let old = flow(1, 5, "running");
+        hot.register_flow(&flow(1, 1, "initializing"))
+            .await
+            .unwrap();
+        hot.put_document(DocKind::Phase, &doc("analysis", 7), &owner(1), true)
+            .await
+            .unwrap();
+
+        // Deleted, and registered again at once, before the late writes below arrive.
+        hot.remove_flows(&[deleted(&old)]).await.unwrap();
+        assert_eq!(
+            phase_version(hot).await,
+            None,
+            "{tier}: documents go with it"
+        );
+        hot.put_document(DocKind::Phase, &doc("analysis", 8), &owner(1), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            phase_version(hot).await,
+            None,
+            "{tier}: a late document write cannot outlive the delete"
+        );
+        hot.register_flow(&flow(2, 1, "initializing"))
+            .await
+            .unwrap();
+
+        // Late writes about the first life, with higher versions than the second has.
+        hot.record_transition(&flow(1, 6, "done"), &transition())
+            .await
+            .unwrap();
+        hot.cache_flow(&old).await.unwrap();
+        hot.put_document(DocKind::Phase, &doc("analysis", 9), &owner(1), false)
+            .await
+            .unwrap();
+        assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
+        assert_eq!(phase_version(hot).await, None, "{tier}");
+
+        // A delete of the first life that arrives late leaves the second alone.
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), true)
+            .await
+            .unwrap();
+        hot.remove_flows(&[deleted(&old)]).await.unwrap();
+        assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
+        assert_eq!(phase_version(hot).await, Some(1), "{tier}");
+
+        // The second life goes on as usual.
+        hot.record_transition(&flow(2, 2, "running"), &transition())
+            .await
+            .unwrap();
+        assert_eq!(cached(hot).await, "2/2 running", "{tier}");
+    }
+}
+
 #[tokio::test]
 async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
-    let mut cfg = Config::default().redis;
-    cfg.url = Some(redis_url());
-    let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
-    let hot = RedisHot::connect(&cfg, Keys::new(prefix), Ttls::new(TtlConfig::default())).unwrap();
-    hot.prepare().await.unwrap();
-    let version = |d: Option<Document>| d.map(|d| d.version);
+    for (tier, hot) in tiers().await {
+        let hot = hot.as_ref();
+        let version = |d: Option<Document>| d.map(|d| d.version);
 
-    hot.put_document(DocKind::State, &doc("", 5), "running", true)
-        .await
-        .unwrap();
-    hot.put_document(DocKind::State, &doc("", 3), "running", true)
-        .await
-        .unwrap();
-    assert_eq!(
-        version(hot.get_document(DocKind::State, "f", "").await.unwrap()),
-        Some(5),
-        "a late write loses"
-    );
+        hot.put_document(DocKind::State, &doc("", 5), &owner(1), true)
+            .await
+            .unwrap();
+        hot.put_document(DocKind::State, &doc("", 3), &owner(1), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            version(hot.get_document(DocKind::State, "f", "").await.unwrap()),
+            Some(5),
+            "{tier}: a late write loses"
+        );
 
-    hot.put_document(DocKind::Phase, &doc("analysis", 1), "running", true)
-        .await
-        .unwrap();
-    assert_eq!(
-        hot.get_document(DocKind::State, "f", "").await.unwrap(),
-        None,
-        "invalidated by the phase save"
-    );
-    hot.put_document(DocKind::State, &doc("", 4), "running", false)
-        .await
-        .unwrap();
-    assert_eq!(
-        hot.get_document(DocKind::State, "f", "").await.unwrap(),
-        None,
-        "an older fill is refused"
-    );
-    hot.put_document(DocKind::State, &doc("", 5), "running", false)
-        .await
-        .unwrap();
-    assert_eq!(
-        version(hot.get_document(DocKind::State, "f", "").await.unwrap()),
-        Some(5),
-        "the current version fills again"
-    );
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(1), true)
+            .await
+            .unwrap();
+        assert_eq!(
+            hot.get_document(DocKind::State, "f", "").await.unwrap(),
+            None,
+            "{tier}: invalidated by the phase save"
+        );
+        hot.put_document(DocKind::State, &doc("", 4), &owner(1), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            hot.get_document(DocKind::State, "f", "").await.unwrap(),
+            None,
+            "{tier}: an older fill is refused"
+        );
+        hot.put_document(DocKind::State, &doc("", 5), &owner(1), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            version(hot.get_document(DocKind::State, "f", "").await.unwrap()),
+            Some(5),
+            "{tier}: the current version fills again"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::{CachedFlow, FlowKeys, HotResult, HotStats, HotTier, TOMBSTONE_TTL};
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::flows::Flow;
 use crate::keys::Keys;
 use crate::ledger::DeletedFlow;
@@ -26,16 +26,33 @@ use crate::ttl::Ttls;
 const MAX_ENTRIES: u64 = 100_000;
 
 struct Entry<T> {
+    /// The flow's incarnation (see [`Flow::incarnation`]); entries are ordered by
+    /// (incarnation, version).
+    incarnation: i64,
     version: i64,
-    /// `None` is a tombstone.
+    /// `None` is a tombstone (or, for a state, an invalidation marker).
     value: Option<Arc<T>>,
     ttl: Duration,
+}
+
+impl<T> Entry<T> {
+    /// Whether this entry is `other` or a later write.
+    fn supersedes(&self, other: &Entry<T>) -> bool {
+        (self.incarnation, self.version) >= (other.incarnation, other.version)
+    }
+
+    /// Whether this flow entry says that the flow's incarnation `incarnation` has ended:
+    /// deleted, or registered again since.
+    fn ends(&self, incarnation: i64) -> bool {
+        self.incarnation > incarnation || (self.value.is_none() && self.incarnation >= incarnation)
+    }
 }
 
 // Not derived: cloning shares the `Arc`, so `T` itself need not be `Clone`.
 impl<T> Clone for Entry<T> {
     fn clone(&self) -> Self {
         Entry {
+            incarnation: self.incarnation,
             version: self.version,
             value: self.value.clone(),
             ttl: self.ttl,
@@ -63,19 +80,14 @@ impl<K, T> moka::Expiry<K, Entry<T>> for EntryTtl {
 
 type DocKey = (DocKind, String, String);
 
-/// Stores `entry` under `key` unless a newer or equal version is cached; `force` also replaces a
-/// tombstone (and only a tombstone).
-fn put<K, T>(cache: &Cache<K, Entry<T>>, key: K, entry: Entry<T>, force: bool)
+/// Stores `entry` under `key` unless the cache holds it or a later write.
+fn put<K, T>(cache: &Cache<K, Entry<T>>, key: K, entry: Entry<T>)
 where
     K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
     T: Send + Sync + 'static,
 {
     cache.entry(key).and_compute_with(|current| match current {
-        Some(cur)
-            if !(force && cur.value().value.is_none()) && cur.value().version >= entry.version =>
-        {
-            Op::Nop
-        }
+        Some(cur) if cur.value().supersedes(&entry) => Op::Nop,
         _ => Op::Put(entry),
     });
 }
@@ -108,13 +120,23 @@ impl MemoryHot {
         }
     }
 
-    fn put_flow(&self, flow: &Flow, force: bool) {
+    fn put_flow(&self, flow: &Flow) {
         let entry = Entry {
+            incarnation: flow.incarnation,
             version: flow.version,
             value: Some(Arc::new(flow.clone())),
             ttl: Duration::from_secs(self.ttls.flow()),
         };
-        put(&self.flows, flow.flow_id.clone(), entry, force);
+        put(&self.flows, flow.flow_id.clone(), entry);
+    }
+
+    /// Runs `f` while no other write of `flow_id`'s record can run, with the record as cached.
+    /// Deletes and document writes both go through here, so a document write cannot land
+    /// between a delete's tombstone and its removal of the documents.
+    fn with_flow(&self, flow_id: &str, f: impl FnOnce(Option<&Entry<Flow>>) -> Op<Entry<Flow>>) {
+        self.flows
+            .entry(flow_id.to_string())
+            .and_compute_with(|current| f(current.as_ref().map(|c| c.value())));
     }
 }
 
@@ -133,12 +155,12 @@ impl HotTier for MemoryHot {
     }
 
     async fn register_flow(&self, flow: &Flow) -> HotResult<()> {
-        self.put_flow(flow, true);
+        self.put_flow(flow);
         Ok(())
     }
 
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
-        self.put_flow(flow, false);
+        self.put_flow(flow);
         Ok(())
     }
 
@@ -153,7 +175,7 @@ impl HotTier for MemoryHot {
     }
 
     async fn record_transition(&self, flow: &Flow, _transition: &Transition) -> HotResult<()> {
-        self.put_flow(flow, false);
+        self.put_flow(flow);
         Ok(())
     }
 
@@ -161,19 +183,26 @@ impl HotTier for MemoryHot {
         for deleted in flows {
             let id = &deleted.flow.flow_id;
             let tombstone = Entry {
+                incarnation: deleted.flow.incarnation,
                 version: i64::MAX,
                 value: None,
                 ttl: TOMBSTONE_TTL,
             };
-            put(&self.flows, id.clone(), tombstone, true);
-            for (kind, name) in &deleted.documents {
-                self.documents
-                    .invalidate(&(*kind, id.clone(), name.clone()));
-            }
-            for snapshot_id in &deleted.snapshots {
-                self.snapshots
-                    .invalidate(&(id.clone(), snapshot_id.clone()));
-            }
+            self.with_flow(id, |current| {
+                // Registered again since: the documents are the new flow's.
+                if current.is_some_and(|cur| cur.supersedes(&tombstone)) {
+                    return Op::Nop;
+                }
+                for (kind, name) in &deleted.documents {
+                    self.documents
+                        .invalidate(&(*kind, id.clone(), name.clone()));
+                }
+                for snapshot_id in &deleted.snapshots {
+                    self.snapshots
+                        .invalidate(&(id.clone(), snapshot_id.clone()));
+                }
+                Op::Put(tombstone)
+            });
         }
         Ok(())
     }
@@ -182,30 +211,38 @@ impl HotTier for MemoryHot {
         &self,
         kind: DocKind,
         doc: &Document,
-        flow_status: &str,
+        owner: &Owner,
         fresh: bool,
     ) -> HotResult<()> {
         let entry = Entry {
+            incarnation: owner.incarnation,
             version: doc.version,
             value: Some(Arc::new(doc.clone())),
-            ttl: Duration::from_secs(self.ttls.document(kind, &doc.name, flow_status)),
+            ttl: Duration::from_secs(self.ttls.document(kind, &doc.name, &owner.status)),
         };
-        let key = (kind, doc.flow_id.clone(), doc.name.clone());
-        put(&self.documents, key, entry, false);
-        if fresh && kind == DocKind::Phase {
-            // A marker, not a removal: see `scripts/put_document.lua`.
-            let key = (DocKind::State, doc.flow_id.clone(), String::new());
-            self.documents
-                .entry(key)
-                .and_compute_with(|current| match current {
-                    Some(cur) if cur.value().value.is_some() => Op::Put(Entry {
-                        version: cur.value().version - 1,
-                        value: None,
-                        ttl: TOMBSTONE_TTL,
-                    }),
-                    _ => Op::Nop,
-                });
-        }
+        self.with_flow(&doc.flow_id, |flow| {
+            if flow.is_some_and(|f| f.ends(owner.incarnation)) {
+                return Op::Nop;
+            }
+            let key = (kind, doc.flow_id.clone(), doc.name.clone());
+            put(&self.documents, key, entry);
+            if fresh && kind == DocKind::Phase {
+                // A marker, not a removal: see `scripts/put_document.lua`.
+                let key = (DocKind::State, doc.flow_id.clone(), String::new());
+                self.documents
+                    .entry(key)
+                    .and_compute_with(|current| match current {
+                        Some(cur) if cur.value().value.is_some() => Op::Put(Entry {
+                            incarnation: cur.value().incarnation,
+                            version: cur.value().version - 1,
+                            value: None,
+                            ttl: TOMBSTONE_TTL,
+                        }),
+                        _ => Op::Nop,
+                    });
+            }
+            Op::Nop
+        });
         Ok(())
     }
 
@@ -229,13 +266,15 @@ impl HotTier for MemoryHot {
         evicted: &[String],
         _fresh: bool,
     ) -> HotResult<()> {
+        // Snapshots never change: a write simply replaces.
         let entry = Entry {
+            incarnation: 0,
             version: 0,
             value: Some(Arc::new(snapshot.clone())),
             ttl: Duration::from_secs(self.ttls.snapshots()),
         };
         let key = (snapshot.flow_id.clone(), snapshot.snapshot_id.clone());
-        put(&self.snapshots, key, entry, true);
+        self.snapshots.insert(key, entry);
         for id in evicted {
             self.snapshots
                 .invalidate(&(snapshot.flow_id.clone(), id.clone()));
@@ -305,124 +344,4 @@ impl HotTier for MemoryHot {
 /// Bytes of a value's JSON encoding (0 if it cannot be encoded).
 fn json_len<T: serde::Serialize>(value: &T) -> u64 {
     serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::TtlConfig;
-
-    fn flow(version: i64, status: &str) -> Flow {
-        let at = crate::flows::now();
-        Flow {
-            flow_id: "f".into(),
-            flow_type: "t".into(),
-            parent_flow_id: None,
-            status: status.into(),
-            metadata: Default::default(),
-            created_at: at,
-            updated_at: at,
-            version,
-        }
-    }
-
-    fn deleted(f: &Flow) -> DeletedFlow {
-        DeletedFlow {
-            flow: f.clone(),
-            documents: Vec::new(),
-            snapshots: Vec::new(),
-        }
-    }
-
-    async fn cached_status(hot: &MemoryHot) -> Option<String> {
-        match hot.get_flow("f").await.unwrap() {
-            CachedFlow::Present(f) => Some(f.status),
-            CachedFlow::Deleted => Some("<deleted>".into()),
-            CachedFlow::Missing => None,
-        }
-    }
-
-    #[tokio::test]
-    async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
-        let hot = MemoryHot::new(Ttls::new(TtlConfig::default()));
-        hot.register_flow(&flow(1, "initializing")).await.unwrap();
-        hot.record_transition(&flow(3, "done"), &recorded())
-            .await
-            .unwrap();
-        // A slow fill or a late transition write carrying an older version loses.
-        hot.cache_flow(&flow(2, "running")).await.unwrap();
-        hot.record_transition(&flow(2, "running"), &recorded())
-            .await
-            .unwrap();
-        assert_eq!(cached_status(&hot).await.as_deref(), Some("done"));
-        // A slow registration of the same flow cannot roll it back either.
-        hot.register_flow(&flow(1, "initializing")).await.unwrap();
-        assert_eq!(cached_status(&hot).await.as_deref(), Some("done"));
-
-        hot.remove_flows(&[deleted(&flow(3, "done"))])
-            .await
-            .unwrap();
-        hot.cache_flow(&flow(3, "done")).await.unwrap();
-        assert_eq!(
-            cached_status(&hot).await.as_deref(),
-            Some("<deleted>"),
-            "a fill cannot revive it"
-        );
-        hot.register_flow(&flow(1, "initializing")).await.unwrap();
-        assert_eq!(
-            cached_status(&hot).await.as_deref(),
-            Some("initializing"),
-            "a new registration can"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
-        let hot = MemoryHot::new(Ttls::new(TtlConfig::default()));
-        let doc = |kind_name: &str, version: i64| Document {
-            flow_id: "f".into(),
-            name: kind_name.into(),
-            body: Default::default(),
-            saved_at: crate::flows::now(),
-            version,
-        };
-        hot.put_document(DocKind::State, &doc("", 5), "running", true)
-            .await
-            .unwrap();
-        hot.put_document(DocKind::Phase, &doc("analysis", 1), "running", true)
-            .await
-            .unwrap();
-        assert_eq!(
-            hot.get_document(DocKind::State, "f", "").await.unwrap(),
-            None,
-            "invalidated"
-        );
-        hot.put_document(DocKind::State, &doc("", 4), "running", false)
-            .await
-            .unwrap();
-        assert_eq!(
-            hot.get_document(DocKind::State, "f", "").await.unwrap(),
-            None,
-            "older fill refused"
-        );
-        hot.put_document(DocKind::State, &doc("", 5), "running", false)
-            .await
-            .unwrap();
-        let back = hot.get_document(DocKind::State, "f", "").await.unwrap();
-        assert_eq!(
-            back.map(|d| d.version),
-            Some(5),
-            "the current version fills again"
-        );
-    }
-
-    fn recorded() -> Transition {
-        Transition {
-            id: 0,
-            from: "a".into(),
-            to: "b".into(),
-            at: crate::flows::now(),
-            metadata: Default::default(),
-        }
-    }
 }

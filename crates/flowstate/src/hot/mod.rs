@@ -5,9 +5,12 @@
 //! is never the only copy of anything: every method here may fail (Redis down, timeout), and the
 //! callers in [`crate::flows`] and [`crate::transitions`] then serve from the ledger.
 //!
-//! Cached flow records carry their version; a write never replaces a newer version, so a slow
-//! cache repopulation cannot overwrite a fresher write, and a deleted flow leaves a short-lived
-//! tombstone so a repopulation racing the delete cannot bring it back.
+//! Cached flow records carry their incarnation (the ledger's registration number) and version,
+//! and a write never replaces a later (incarnation, version): a slow cache repopulation cannot
+//! overwrite a fresher write. A deleted flow leaves a short-lived tombstone, so a repopulation
+//! racing the delete cannot bring it back, and a flow registered again under the same id
+//! outranks every late write about the deleted one. Document writes are refused once their
+//! flow's incarnation has ended.
 
 pub mod breaker;
 pub mod codec;
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::flows::Flow;
 use crate::ledger::DeletedFlow;
 use crate::snapshots::Snapshot;
@@ -130,8 +133,8 @@ pub trait HotTier: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Caches a newly registered flow (replacing any tombstone), adds it to the registry and to
-    /// its parent's children.
+    /// Caches a newly registered flow (replacing the tombstone of an earlier incarnation), adds
+    /// it to the registry and to its parent's children.
     async fn register_flow(&self, flow: &Flow) -> HotResult<()>;
 
     /// Caches a flow read from the ledger, unless a newer version is cached already.
@@ -148,14 +151,15 @@ pub trait HotTier: Send + Sync + 'static {
     /// hierarchy, drops their transitions streams and documents.
     async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()>;
 
-    /// Caches a document unless a newer version is cached. `flow_status` picks the state TTL;
-    /// `fresh` marks a new write (which indexes the document and, for a phase, invalidates the
-    /// flow's cached state) as opposed to a repopulation after a miss.
+    /// Caches a document unless a newer version is cached or its `owner`'s incarnation has
+    /// ended (the flow was deleted, or deleted and registered again). The owner's status picks
+    /// the state TTL; `fresh` marks a new write (which indexes the document and, for a phase,
+    /// invalidates the flow's cached state) as opposed to a repopulation after a miss.
     async fn put_document(
         &self,
         kind: DocKind,
         doc: &Document,
-        flow_status: &str,
+        owner: &Owner,
         fresh: bool,
     ) -> HotResult<()>;
 

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use super::breaker::Breaker;
 use super::{CachedFlow, FlowKeys, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL, codec};
 use crate::config::RedisConfig;
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::flows::Flow;
 use crate::keys::Keys;
 use crate::ledger::DeletedFlow;
@@ -34,14 +34,34 @@ use crate::snapshots::{KEEP_SNAPSHOTS, Snapshot};
 use crate::transitions::Transition;
 use crate::ttl::Ttls;
 
-const PUT_FLOW_SRC: &str = include_str!("scripts/put_flow.lua");
-const RECORD_TRANSITION_SRC: &str = include_str!("scripts/record_transition.lua");
-const PUT_DOCUMENT_SRC: &str = include_str!("scripts/put_document.lua");
+// Each script starts with the flow-ordering functions they share.
+const PUT_FLOW_SRC: &str = concat!(
+    include_str!("scripts/flow_order.lua"),
+    include_str!("scripts/put_flow.lua")
+);
+const RECORD_TRANSITION_SRC: &str = concat!(
+    include_str!("scripts/flow_order.lua"),
+    include_str!("scripts/record_transition.lua")
+);
+const PUT_DOCUMENT_SRC: &str = concat!(
+    include_str!("scripts/flow_order.lua"),
+    include_str!("scripts/put_document.lua")
+);
+const REMOVE_FLOW_SRC: &str = concat!(
+    include_str!("scripts/flow_order.lua"),
+    include_str!("scripts/remove_flow.lua")
+);
 /// Every script, for loading them all up front.
-const SCRIPTS: &[&str] = &[PUT_FLOW_SRC, RECORD_TRANSITION_SRC, PUT_DOCUMENT_SRC];
+const SCRIPTS: &[&str] = &[
+    PUT_FLOW_SRC,
+    RECORD_TRANSITION_SRC,
+    PUT_DOCUMENT_SRC,
+    REMOVE_FLOW_SRC,
+];
 static PUT_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_FLOW_SRC));
 static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_TRANSITION_SRC));
 static PUT_DOCUMENT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOCUMENT_SRC));
+static REMOVE_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE_FLOW_SRC));
 
 /// Version written into tombstones: above any real flow version, exact as a Lua number.
 const TOMBSTONE_VERSION: i64 = 1 << 53;
@@ -268,13 +288,13 @@ impl RedisHot {
     }
 
     /// Adds the version-guarded write of a flow record to `pipe`.
-    fn push_put_flow(&self, pipe: &mut Pipeline, flow: &Flow, force: bool) -> HotResult<()> {
+    fn push_put_flow(&self, pipe: &mut Pipeline, flow: &Flow) -> HotResult<()> {
         pipe.cmd("EVALSHA")
             .arg(PUT_FLOW.get_hash())
             .arg(1)
             .arg(self.keys.flow(&flow.flow_id))
+            .arg(flow.incarnation)
             .arg(flow.version)
-            .arg(if force { "1" } else { "0" })
             .arg(self.ttls.flow())
             .arg(encode_flow(flow)?)
             .arg(&flow.status)
@@ -346,7 +366,7 @@ impl HotTier for RedisHot {
 
     async fn register_flow(&self, flow: &Flow) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
-        self.push_put_flow(&mut pipe, flow, true)?;
+        self.push_put_flow(&mut pipe, flow)?;
         pipe.sadd(self.keys.registry(), &flow.flow_id).ignore();
         if let Some(parent) = &flow.parent_flow_id {
             let hierarchy = self.keys.hierarchy(parent);
@@ -360,7 +380,7 @@ impl HotTier for RedisHot {
 
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
-        self.push_put_flow(&mut pipe, flow, false)?;
+        self.push_put_flow(&mut pipe, flow)?;
         self.core.fill(&pipe, &[PUT_FLOW_SRC]).await
     }
 
@@ -374,12 +394,18 @@ impl HotTier for RedisHot {
         let Some(data) = fields.get("data") else {
             return Ok(CachedFlow::Missing);
         };
-        serde_json::from_str(data)
-            .map(CachedFlow::Present)
-            .map_err(|e| HotError::Corrupt {
-                key,
-                reason: e.to_string(),
-            })
+        let corrupt = |reason: String| HotError::Corrupt {
+            key: key.clone(),
+            reason,
+        };
+        let mut flow: Flow = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
+        flow.incarnation = match fields.get("inc") {
+            Some(inc) => inc
+                .parse()
+                .map_err(|_| corrupt(format!("incarnation {inc:?}")))?,
+            None => 0, // written before incarnations were recorded
+        };
+        Ok(CachedFlow::Present(flow))
     }
 
     async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()> {
@@ -404,6 +430,7 @@ impl HotTier for RedisHot {
             .arg(&transition.from)
             .arg(&transition.to)
             .arg(metadata)
+            .arg(flow.incarnation)
             .ignore();
         let dirty = vec![
             self.keys.flow(&flow.flow_id),
@@ -440,19 +467,20 @@ impl HotTier for RedisHot {
             gone.push(self.keys.events(id));
             gone.push(self.keys.hierarchy(id));
             gone.push(self.keys.transitions(id));
-            pipe.del(&gone).ignore();
-            // The record becomes a tombstone, so a racing repopulation cannot revive it.
+            // The record becomes a tombstone, so a racing repopulation cannot revive it; none
+            // of it happens if the id has been registered again meanwhile.
             let key = self.keys.flow(id);
-            pipe.del(&key).ignore();
-            pipe.hset_multiple(
-                &key,
-                &[
-                    ("version", TOMBSTONE_VERSION.to_string()),
-                    ("deleted", "1".into()),
-                ],
-            )
-            .ignore();
-            pipe.expire(&key, TOMBSTONE_TTL.as_secs() as i64).ignore();
+            pipe.cmd("EVALSHA")
+                .arg(REMOVE_FLOW.get_hash())
+                .arg(1 + gone.len())
+                .arg(&key)
+                .arg(&gone)
+                .arg(deleted.flow.incarnation)
+                .arg(TOMBSTONE_VERSION)
+                .arg(TOMBSTONE_TTL.as_secs())
+                .ignore();
+            // The registry and hierarchy sets mirror the ledger for other readers of this
+            // layout (flowstate reads neither); they hold ids, not incarnations.
             pipe.srem(self.keys.registry(), id).ignore();
             if let Some(parent) = &deleted.flow.parent_flow_id {
                 pipe.srem(self.keys.hierarchy(parent), id).ignore();
@@ -460,14 +488,14 @@ impl HotTier for RedisHot {
             dirty.extend(gone);
             dirty.push(key);
         }
-        self.core.write(&pipe, &[], dirty).await
+        self.core.write(&pipe, &[REMOVE_FLOW_SRC], dirty).await
     }
 
     async fn put_document(
         &self,
         kind: DocKind,
         doc: &Document,
-        flow_status: &str,
+        owner: &Owner,
         fresh: bool,
     ) -> HotResult<()> {
         let key = self.keys.document(kind, &doc.flow_id, &doc.name);
@@ -488,13 +516,14 @@ impl HotTier for RedisHot {
         let mut pipe = ::redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(PUT_DOCUMENT.get_hash())
-            .arg(3)
+            .arg(4)
             .arg(&key)
             .arg(index.as_deref().unwrap_or(&key))
             .arg(invalidate.as_deref().unwrap_or(&key))
+            .arg(self.keys.flow(&doc.flow_id))
             .arg(doc.version)
             .arg(value)
-            .arg(self.ttls.document(kind, &doc.name, flow_status))
+            .arg(self.ttls.document(kind, &doc.name, &owner.status))
             .arg(if index.is_some() {
                 doc.name.as_str()
             } else {
@@ -503,6 +532,7 @@ impl HotTier for RedisHot {
             .arg(self.ttls.document_index(kind))
             .arg(if invalidate.is_some() { "1" } else { "0" })
             .arg(TOMBSTONE_TTL.as_secs())
+            .arg(owner.incarnation)
             .ignore();
         if !fresh {
             return self.core.fill(&pipe, &[PUT_DOCUMENT_SRC]).await;

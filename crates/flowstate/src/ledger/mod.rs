@@ -16,7 +16,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use crate::config::DatabaseConfig;
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
@@ -35,9 +35,10 @@ pub trait Ledger: Send + Sync + 'static {
     /// Round trip to check the ledger answers.
     async fn ping(&self) -> Result<()>;
 
-    /// Inserts a new flow. [`Error::FlowExists`] if the id is taken, [`Error::ParentNotFound`]
-    /// if the parent does not exist.
-    async fn insert_flow(&self, flow: &Flow) -> Result<()>;
+    /// Inserts a new flow and returns its registration number ([`Flow::incarnation`]).
+    /// [`Error::FlowExists`] if the id is taken, [`Error::ParentNotFound`] if the parent does
+    /// not exist.
+    async fn insert_flow(&self, flow: &Flow) -> Result<i64>;
 
     /// The flow, if it exists.
     async fn get_flow(&self, flow_id: &str) -> Result<Option<Flow>>;
@@ -59,7 +60,7 @@ pub trait Ledger: Send + Sync + 'static {
     /// it has children and not `recursive`.
     async fn delete_flow(&self, flow_id: &str, recursive: bool) -> Result<Vec<DeletedFlow>>;
 
-    /// Creates or replaces a document; returns it (with its new version) and the flow's status.
+    /// Creates or replaces a document; returns it (with its new version) and its flow.
     /// [`Error::FlowNotFound`] when the flow does not exist.
     async fn put_document(
         &self,
@@ -68,15 +69,15 @@ pub trait Ledger: Send + Sync + 'static {
         name: &str,
         body: &Map<String, Value>,
         at: OffsetDateTime,
-    ) -> Result<(Document, String)>;
+    ) -> Result<(Document, Owner)>;
 
-    /// A document and its flow's status.
+    /// A document and its flow.
     async fn get_document(
         &self,
         kind: DocKind,
         flow_id: &str,
         name: &str,
-    ) -> Result<Option<(Document, String)>>;
+    ) -> Result<Option<(Document, Owner)>>;
 
     /// Names of a flow's documents of one kind, sorted.
     async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>>;
@@ -169,6 +170,7 @@ impl FlowRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            incarnation: self.seq,
         }
     }
 }
@@ -241,7 +243,7 @@ fn taken_snapshot(
     }
 }
 
-/// A `flow_documents` row joined with its flow's status.
+/// A `flow_documents` row joined with its flow's status and registration number.
 #[derive(sqlx::FromRow)]
 struct DocumentRow {
     flow_id: String,
@@ -250,10 +252,11 @@ struct DocumentRow {
     saved_at: OffsetDateTime,
     version: i64,
     status: String,
+    incarnation: i64,
 }
 
 impl DocumentRow {
-    fn into_document(self) -> (Document, String) {
+    fn into_document(self) -> (Document, Owner) {
         (
             Document {
                 flow_id: self.flow_id,
@@ -262,7 +265,10 @@ impl DocumentRow {
                 saved_at: self.saved_at,
                 version: self.version,
             },
-            self.status,
+            Owner {
+                status: self.status,
+                incarnation: self.incarnation,
+            },
         )
     }
 }
@@ -301,8 +307,8 @@ macro_rules! delete_statements {
 use delete_statements;
 
 /// SQL of a document read (shared: `$n` placeholders work in SQLite too).
-const GET_DOCUMENT: &str = "SELECT d.flow_id, d.name, d.body, d.saved_at, d.version, f.status \
-     FROM flow_documents d JOIN flows f ON f.flow_id = d.flow_id \
+const GET_DOCUMENT: &str = "SELECT d.flow_id, d.name, d.body, d.saved_at, d.version, f.status, \
+     f.seq AS incarnation FROM flow_documents d JOIN flows f ON f.flow_id = d.flow_id \
      WHERE d.flow_id = $1 AND d.kind = $2 AND d.name = $3";
 
 /// SQL of one fallback log row.

@@ -24,7 +24,7 @@ use super::{
     insert_fallback, push_filters, subtree,
 };
 use crate::config::DatabaseConfig;
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
@@ -365,7 +365,7 @@ impl Ledger for PostgresLedger {
         Ok(())
     }
 
-    async fn insert_flow(&self, flow: &Flow) -> Result<()> {
+    async fn insert_flow(&self, flow: &Flow) -> Result<i64> {
         self.registrations.submit(flow.clone()).await
     }
 
@@ -431,7 +431,7 @@ impl Ledger for PostgresLedger {
         name: &str,
         body: &Map<String, Value>,
         at: OffsetDateTime,
-    ) -> Result<(Document, String)> {
+    ) -> Result<(Document, Owner)> {
         self.documents
             .submit(DocumentReq {
                 kind,
@@ -448,7 +448,7 @@ impl Ledger for PostgresLedger {
         kind: DocKind,
         flow_id: &str,
         name: &str,
-    ) -> Result<Option<(Document, String)>> {
+    ) -> Result<Option<(Document, Owner)>> {
         let row: Option<DocumentRow> = sqlx::query_as(GET_DOCUMENT)
             .bind(flow_id)
             .bind(kind.as_str())

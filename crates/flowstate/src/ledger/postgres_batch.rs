@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{FlowRow, cas_failure, flow_columns, insert_error, recorded, written_document};
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::flows::Flow;
 use crate::transitions::Transition;
@@ -355,7 +355,8 @@ pub(super) struct Registrations;
 #[async_trait]
 impl BatchOp for Registrations {
     type Req = Flow;
-    type Out = ();
+    /// The registration number.
+    type Out = i64;
 
     fn key(flow: &Flow) -> String {
         flow.flow_id.clone()
@@ -368,8 +369,8 @@ impl BatchOp for Registrations {
     async fn batch(
         pool: &PgPool,
         flows: &[Flow],
-    ) -> std::result::Result<Vec<Result<()>>, sqlx::Error> {
-        let inserted: Vec<String> = sqlx::query_scalar(
+    ) -> std::result::Result<Vec<Result<i64>>, sqlx::Error> {
+        let inserted: Vec<(String, i64)> = sqlx::query_as(
             "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
                created_at, updated_at, version) \
              SELECT r.flow_id, r.flow_type, r.parent_flow_id, r.status, r.metadata, \
@@ -382,7 +383,7 @@ impl BatchOp for Registrations {
                 OR (SELECT true FROM flows p WHERE p.flow_id = r.parent_flow_id) \
              ORDER BY r.ord \
              ON CONFLICT (flow_id) DO NOTHING \
-             RETURNING flow_id",
+             RETURNING flow_id, seq",
         )
         .bind(flows.iter().map(|f| f.flow_id.as_str()).collect::<Vec<_>>())
         .bind(
@@ -404,11 +405,11 @@ impl BatchOp for Registrations {
         .bind(flows.iter().map(|f| f.version).collect::<Vec<_>>())
         .fetch_all(pool)
         .await?;
-        let inserted: HashSet<String> = inserted.into_iter().collect();
+        let inserted: HashMap<String, i64> = inserted.into_iter().collect();
         let refused: Vec<&str> = flows
             .iter()
             .map(|f| f.flow_id.as_str())
-            .filter(|id| !inserted.contains(*id))
+            .filter(|id| !inserted.contains_key(*id))
             .collect();
         // The batch has committed: from here on, a failure may only cost the refused requests
         // the reason for their refusal, never a replay.
@@ -425,8 +426,10 @@ impl BatchOp for Registrations {
         Ok(flows
             .iter()
             .map(|f| {
+                if let Some(seq) = inserted.get(&f.flow_id) {
+                    return Ok(*seq);
+                }
                 let existing = match &existing {
-                    _ if inserted.contains(&f.flow_id) => return Ok(()),
                     Ok(existing) => existing,
                     Err(reason) => return Err(unavailable(reason)),
                 };
@@ -441,10 +444,11 @@ impl BatchOp for Registrations {
             .collect())
     }
 
-    async fn single(pool: &PgPool, flow: &Flow) -> Result<()> {
-        sqlx::query(
+    async fn single(pool: &PgPool, flow: &Flow) -> Result<i64> {
+        sqlx::query_scalar(
             "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING seq",
         )
         .bind(&flow.flow_id)
         .bind(&flow.flow_type)
@@ -454,10 +458,9 @@ impl BatchOp for Registrations {
         .bind(flow.created_at)
         .bind(flow.updated_at)
         .bind(flow.version)
-        .execute(pool)
+        .fetch_one(pool)
         .await
-        .map_err(|e| insert_error(e, flow))?;
-        Ok(())
+        .map_err(|e| insert_error(e, flow))
     }
 }
 
@@ -607,7 +610,7 @@ pub(super) struct Documents;
 #[async_trait]
 impl BatchOp for Documents {
     type Req = DocumentReq;
-    type Out = (Document, String);
+    type Out = (Document, Owner);
 
     fn key(req: &DocumentReq) -> String {
         // The unit separator cannot occur in ids (DESIGN §5 charset).
@@ -622,8 +625,8 @@ impl BatchOp for Documents {
     async fn batch(
         pool: &PgPool,
         reqs: &[DocumentReq],
-    ) -> std::result::Result<Vec<Result<(Document, String)>>, sqlx::Error> {
-        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+    ) -> std::result::Result<Vec<Result<(Document, Owner)>>, sqlx::Error> {
+        let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
             "WITH r AS ( \
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], \
                  $5::timestamptz[]) WITH ORDINALITY AS r(flow_id, kind, name, body, at, ord)), \
@@ -635,7 +638,7 @@ impl BatchOp for Documents {
                SET body = excluded.body, saved_at = excluded.saved_at, \
                    version = flow_documents.version + 1 \
                RETURNING flow_id, kind, name, version) \
-             SELECT r.ord, up.version, f.status FROM up \
+             SELECT r.ord, up.version, f.status, f.seq FROM up \
              JOIN r ON r.flow_id = up.flow_id AND r.kind = up.kind AND r.name = up.name \
              JOIN flows f ON f.flow_id = r.flow_id",
         )
@@ -648,32 +651,42 @@ impl BatchOp for Documents {
         .await?;
         let saved = by_ord(
             reqs.len(),
-            rows.into_iter()
-                .map(|(ord, version, status)| (ord, (version, status))),
+            rows.into_iter().map(|(ord, version, status, incarnation)| {
+                (
+                    ord,
+                    (
+                        version,
+                        Owner {
+                            status,
+                            incarnation,
+                        },
+                    ),
+                )
+            }),
         );
         Ok(reqs
             .iter()
             .zip(saved)
             .map(|(r, saved)| match saved {
-                Some((version, status)) => Ok((
+                Some((version, owner)) => Ok((
                     written_document(&r.flow_id, &r.name, &r.body, r.at, version),
-                    status,
+                    owner,
                 )),
                 None => Err(Error::FlowNotFound(r.flow_id.clone())),
             })
             .collect())
     }
 
-    async fn single(pool: &PgPool, r: &DocumentReq) -> Result<(Document, String)> {
-        // One statement: the upsert, and the flow's status read in the same snapshot.
-        let row: Option<(i64, String)> = sqlx::query_as(
+    async fn single(pool: &PgPool, r: &DocumentReq) -> Result<(Document, Owner)> {
+        // One statement: the upsert, and the flow read in the same snapshot.
+        let row: Option<(i64, String, i64)> = sqlx::query_as(
             "WITH up AS (INSERT INTO flow_documents (flow_id, kind, name, body, saved_at, version) \
                SELECT flow_id, $2, $3, $4, $5, 1 FROM flows WHERE flow_id = $1 \
                ON CONFLICT (flow_id, kind, name) DO UPDATE \
                SET body = excluded.body, saved_at = excluded.saved_at, \
                    version = flow_documents.version + 1 \
                RETURNING version) \
-             SELECT up.version, f.status FROM up, flows f WHERE f.flow_id = $1",
+             SELECT up.version, f.status, f.seq FROM up, flows f WHERE f.flow_id = $1",
         )
         .bind(&r.flow_id)
         .bind(r.kind.as_str())
@@ -682,8 +695,13 @@ impl BatchOp for Documents {
         .bind(r.at)
         .fetch_optional(pool)
         .await?;
-        let (version, status) = row.ok_or_else(|| Error::FlowNotFound(r.flow_id.clone()))?;
+        let (version, status, incarnation) =
+            row.ok_or_else(|| Error::FlowNotFound(r.flow_id.clone()))?;
         let doc = written_document(&r.flow_id, &r.name, &r.body, r.at, version);
-        Ok((doc, status))
+        let owner = Owner {
+            status,
+            incarnation,
+        };
+        Ok((doc, owner))
     }
 }

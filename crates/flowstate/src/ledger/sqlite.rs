@@ -24,7 +24,7 @@ use super::{
     Ledger, TransitionRow, flow_columns, push_filters,
 };
 use crate::config::DatabaseConfig;
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::{Flow, FlowFilter};
@@ -91,7 +91,7 @@ impl Ledger for SqliteLedger {
         Ok(())
     }
 
-    async fn insert_flow(&self, flow: &Flow) -> Result<()> {
+    async fn insert_flow(&self, flow: &Flow) -> Result<i64> {
         let flow = flow.clone();
         self.writer
             .submit(move |c| write::insert_flow(c, &flow))
@@ -172,7 +172,7 @@ impl Ledger for SqliteLedger {
         name: &str,
         body: &Map<String, Value>,
         at: OffsetDateTime,
-    ) -> Result<(Document, String)> {
+    ) -> Result<(Document, Owner)> {
         let (flow_id, name, body) = (flow_id.to_string(), name.to_string(), body.clone());
         self.writer
             .submit(move |c| write::put_document(c, kind, &flow_id, &name, &body, at))
@@ -184,7 +184,7 @@ impl Ledger for SqliteLedger {
         kind: DocKind,
         flow_id: &str,
         name: &str,
-    ) -> Result<Option<(Document, String)>> {
+    ) -> Result<Option<(Document, Owner)>> {
         let row: Option<DocumentRow> = sqlx::query_as(GET_DOCUMENT)
             .bind(flow_id)
             .bind(kind.as_str())

@@ -25,7 +25,7 @@ use super::{
     DeletedFlow, INSERT_FALLBACK, PUT_DOCUMENT, attach_documents, cas_failure, delete_statements,
     flow_columns, recorded, subtree,
 };
-use crate::documents::{DocKind, Document};
+use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::Flow;
@@ -148,6 +148,7 @@ fn flow_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Flow> {
         updated_at: OffsetDateTime::parse(&updated_at, &Rfc3339)
             .map_err(|e| bad(7, e.to_string()))?,
         version: row.get(8)?,
+        incarnation: row.get(0)?,
     })
 }
 
@@ -242,8 +243,8 @@ fn commit_group(conn: &mut Connection, group: Vec<Job>) {
     outcomes.into_iter().for_each(|o| o.deliver());
 }
 
-/// Registers a flow.
-pub(super) fn insert_flow(conn: &Connection, flow: &Flow) -> Result<()> {
+/// Registers a flow; returns its registration number.
+pub(super) fn insert_flow(conn: &Connection, flow: &Flow) -> Result<i64> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
@@ -261,7 +262,8 @@ pub(super) fn insert_flow(conn: &Connection, flow: &Flow) -> Result<()> {
         flow.version,
     ]);
     match result {
-        Ok(_) => Ok(()),
+        // `seq` is the rowid (INTEGER PRIMARY KEY); AUTOINCREMENT never hands one out twice.
+        Ok(_) => Ok(conn.last_insert_rowid()),
         Err(e) => Err(match constraint(&e) {
             Some(
                 rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -358,17 +360,22 @@ pub(super) fn delete_flow(
     Ok(attach_documents(flows, attached))
 }
 
-/// The flow's status, or "no such flow".
-fn flow_status(conn: &Connection, flow_id: &str) -> Result<String> {
-    conn.prepare_cached("SELECT status FROM flows WHERE flow_id = $1")
+/// The flow's status and registration number, or "no such flow".
+fn owner(conn: &Connection, flow_id: &str) -> Result<Owner> {
+    conn.prepare_cached("SELECT status, seq FROM flows WHERE flow_id = $1")
         .map_err(sql_err)?
-        .query_row(params![flow_id], |r| r.get(0))
+        .query_row(params![flow_id], |r| {
+            Ok(Owner {
+                status: r.get(0)?,
+                incarnation: r.get(1)?,
+            })
+        })
         .optional()
         .map_err(sql_err)?
         .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))
 }
 
-/// Creates or replaces a document; returns it and the flow's status.
+/// Creates or replaces a document; returns it and its flow.
 pub(super) fn put_document(
     conn: &Connection,
     kind: DocKind,
@@ -376,8 +383,8 @@ pub(super) fn put_document(
     name: &str,
     body: &Map<String, Value>,
     at: OffsetDateTime,
-) -> Result<(Document, String)> {
-    let status = flow_status(conn, flow_id)?;
+) -> Result<(Document, Owner)> {
+    let owner = owner(conn, flow_id)?;
     let version: i64 = conn
         .prepare_cached(PUT_DOCUMENT)
         .map_err(sql_err)?
@@ -387,7 +394,7 @@ pub(super) fn put_document(
         )
         .map_err(sql_err)?;
     let doc = crate::ledger::written_document(flow_id, name, body, at, version);
-    Ok((doc, status))
+    Ok((doc, owner))
 }
 
 /// Appends fallback log rows.
@@ -425,7 +432,7 @@ fn snapshot_state(
             serde_json::from_str(&s).map_err(|e| Error::Internal(format!("snapshot json: {e}")))
         }
         None => {
-            flow_status(conn, flow_id)?;
+            owner(conn, flow_id)?;
             Err(Error::SnapshotNotFound {
                 flow_id: flow_id.to_string(),
                 snapshot_id: snapshot_id.to_string(),

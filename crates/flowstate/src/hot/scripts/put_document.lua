@@ -5,9 +5,16 @@
 -- Invalidation leaves a marker (codec 'x') instead of deleting the key: readers treat it as a
 -- miss, and it records the invalidated version minus one, so a slow repopulation carrying an
 -- older version still cannot land while one carrying that version (the ledger's current) can.
--- KEYS[1] document, KEYS[2] index set (or KEYS[1] when none), KEYS[3] key to invalidate (or KEYS[1])
+--
+-- A document of a flow whose incarnation has ended (see flow_order.lua) is refused: the flow
+-- was deleted, or deleted and registered again, after the document was written.
+-- KEYS[1] document, KEYS[2] index set (or KEYS[1] when none), KEYS[3] key to invalidate (or
+-- KEYS[1]), KEYS[4] the flow hash
 -- ARGV: version, value, ttl, index member ('' = no index), index ttl, invalidate ('1' or '0'),
---       marker ttl
+--       marker ttl, flow incarnation
+if ended(cached_order(KEYS[4]), tonumber(ARGV[8])) then
+  return 0
+end
 local stored = redis.call('GET', KEYS[1])
 if stored and tonumber(string.sub(stored, 2, 21)) >= tonumber(ARGV[1]) then
   return 0

@@ -1,17 +1,23 @@
--- Appends a transition to the flow's stream, then caches the updated flow record unless a
--- newer (or equal) version is cached already: a late writer never rolls the record back.
+-- Appends a transition to the flow's stream, then caches the updated flow record unless the
+-- cache holds it or a later write: a late writer never rolls the record back. A transition of a
+-- flow whose incarnation has ended (deleted, or registered again) writes nothing.
 -- KEYS[1] flow hash, KEYS[2] transitions stream (same hash tag)
 -- The entry's id carries its time (milliseconds), so no timestamp field is stored: it would
 -- cost a quarter of the stream's memory.
 -- ARGV: version, flow_ttl, data, status, last_updated, stream_ttl, maxlen,
---       from, to, metadata
+--       from, to, metadata, incarnation
+local inc, version = tonumber(ARGV[11]), tonumber(ARGV[1])
+local cached = cached_order(KEYS[1])
+if ended(cached, inc) then
+  return 0
+end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*',
   'seq', ARGV[1], 'from_state', ARGV[8], 'to_state', ARGV[9], 'metadata', ARGV[10])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-local stored = redis.call('HGET', KEYS[1], 'version')
-if stored and tonumber(stored) >= tonumber(ARGV[1]) then
+if superseded(cached, inc, version) then
   return 0
 end
-redis.call('HSET', KEYS[1], 'data', ARGV[3], 'status', ARGV[4], 'last_updated', ARGV[5], 'version', ARGV[1])
+redis.call('HSET', KEYS[1], 'data', ARGV[3], 'status', ARGV[4], 'last_updated', ARGV[5],
+  'version', ARGV[1], 'inc', ARGV[11])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1

@@ -1,7 +1,8 @@
 //! PostgreSQL runs writes that arrive together as one statement per kind. These tests force
 //! batches (a row lock holds each kind's only lane while the rest queue) and check that every
 //! request in a batch still gets its own answer, and that a row PostgreSQL refuses does not
-//! take its batch down with it.
+//! take its batch down with it. A row lock also holds a write still while its client hangs up,
+//! or while other flows' writes must get past it.
 
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 
 /// Sends a request on its own task, so many can be in flight while the test goes on.
 fn spawn_request(app: &TestApp, method: Method, path: &str, body: Value) -> JoinHandle<Answer> {
@@ -210,4 +211,57 @@ async fn a_stuck_batch_does_not_hold_up_other_flows() {
     let a = answer(stuck).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(a.body["flow"]["version"], 2);
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_write_still_leaves_the_cache_current() {
+    let app = spawn_app(Backend::RedisPostgres).await;
+    app.register(json!({"flow_id": "f", "flow_type": "t"}))
+        .await;
+    // Cached: a write that committed without reaching Redis would leave this record stale.
+    assert_eq!(app.get("/v1/flows/f").await.body["status"], "initializing");
+
+    // The transition waits on a row lock while the client gives up and hangs up.
+    let pg = sqlx::PgPool::connect(&app.config.database.url)
+        .await
+        .unwrap();
+    let mut lock = pg.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM flows WHERE flow_id = 'f' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let gave_up = app
+        .http
+        .post(app.url("/v1/flows/f/transitions"))
+        .json(&json!({"from": "initializing", "to": "running"}))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client hung up");
+
+    // The lock goes; the abandoned transition commits, and its cache write still follows.
+    lock.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let history = app.get("/v1/flows/f/transitions").await;
+        if history.body["transitions"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the transition never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.get("/v1/flows/f").await.body["status"] != "running" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cached record stayed stale after the commit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -126,6 +126,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long a request waits for a ledger connection before answering 503.
     pub acquire_timeout_ms: u64,
+    /// SQLite only: WAL size (KiB) at which a commit copies the WAL into the database file.
+    /// Each copy stalls the writes queued behind it, about 1 ms per MiB here; larger means
+    /// fewer, longer stalls and more throughput (see `ledger/sqlite_writer.rs`).
+    pub sqlite_checkpoint_kib: u32,
 }
 
 impl Default for DatabaseConfig {
@@ -134,6 +138,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://flowstate.db".into(),
             max_connections: 16,
             acquire_timeout_ms: 5000,
+            sqlite_checkpoint_kib: 16_000,
         }
     }
 }
@@ -354,6 +359,12 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());
+        }
+        if !(64..=4 << 20).contains(&self.database.sqlite_checkpoint_kib) {
+            return bad(format!(
+                "database.sqlite_checkpoint_kib ({}) must be within 64..=4194304 (64 KiB to 4 GiB)",
+                self.database.sqlite_checkpoint_kib
+            ));
         }
         if !(self.ttl.multiplier > 0.0 && self.ttl.multiplier.is_finite()) {
             return bad(format!(

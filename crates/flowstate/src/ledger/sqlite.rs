@@ -70,7 +70,7 @@ impl SqliteLedger {
             .foreign_keys(true);
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut conn).await?;
-        let writer = Writer::start(options.get_filename())?;
+        let writer = Writer::start(options.get_filename(), cfg.sqlite_checkpoint_kib)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))

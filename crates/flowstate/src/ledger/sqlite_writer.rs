@@ -38,15 +38,6 @@ const MAX_GROUP: usize = 256;
 /// Requests waiting for the writer; beyond this, callers wait to enqueue (backpressure).
 const QUEUE: usize = 4096;
 
-/// WAL size after which a commit checkpoints the WAL into the database file: 16,000 pages of
-/// the 1 KiB new databases use (older files keep their 4 KiB pages; the threshold is in bytes
-/// so they checkpoint as often). SQLite's default (1000 pages) checkpoints a few times a
-/// second under load, and each checkpoint stalls every queued write for a millisecond or two:
-/// that was the p99 of writes. Rarer
-/// checkpoints copy hot pages (the flows table, its indexes) once instead of many times, so
-/// throughput rises and the stall, now ~15 ms every few seconds at full load, moves to p999.
-/// A checkpointer thread would avoid the stall, but measured, its locks stalled the writer more.
-const CHECKPOINT_BYTES: u32 = 16_000 * 1024;
 
 /// One write request, run on the writer thread inside its group's transaction.
 type Job = Box<dyn FnOnce(&Connection) -> Box<dyn Outcome> + Send>;
@@ -159,13 +150,23 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Opens the write connection on `path` and starts the writer thread.
-    pub(super) fn start(path: &Path) -> Result<Writer> {
+    /// Opens the write connection on `path` and starts the writer thread, which checkpoints
+    /// the WAL once it holds `checkpoint_kib`.
+    ///
+    /// The threshold defaults to 16,000 of the 1 KiB pages new databases use; it is set in
+    /// bytes so that older files, which keep their 4 KiB pages, checkpoint as often. SQLite's
+    /// default (1000 pages) checkpoints a few times a second under load, and each checkpoint
+    /// stalls every queued write for a millisecond or two: that was the p99 of writes. Rarer
+    /// checkpoints copy hot pages (the flows table, its indexes) once instead of many times,
+    /// so throughput rises and the stall, ~15 ms every few seconds at full load, moves to
+    /// p999 at 16 clients (p99 at 64). A checkpointer thread would avoid the stall, but
+    /// measured, its locks stalled the writer more.
+    pub(super) fn start(path: &Path, checkpoint_kib: u32) -> Result<Writer> {
         let conn = Connection::open(path).map_err(sql_err)?;
         let page_size: u32 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(sql_err)?;
-        let checkpoint_pages = CHECKPOINT_BYTES / page_size.max(512);
+        let checkpoint_pages = (checkpoint_kib.saturating_mul(1024) / page_size.max(512)).max(1);
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \

@@ -490,5 +490,12 @@ mod tests {
             assert!(err.contains("ttl.jitter"), "{err}");
             Ok(())
         });
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FLOWSTATE_DATABASE__SQLITE_CHECKPOINT_KIB", "0");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("database.sqlite_checkpoint_kib"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -265,3 +265,44 @@ async fn a_client_that_hangs_up_mid_write_still_leaves_the_cache_current() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn history_left_behind_by_an_outside_delete_does_not_reach_the_next_flow() {
+    let app = spawn_app(Backend::RedisPostgres).await;
+    app.register(json!({"flow_id": "f", "flow_type": "t"}))
+        .await;
+    let moved = app
+        .post(
+            "/v1/flows/f/transitions",
+            json!({"from": "initializing", "to": "running"}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK);
+    // Deleted by hand (or by an older flowstate that relied on a cascade): history stays.
+    let pg = sqlx::PgPool::connect(&app.config.database.url)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM flows WHERE flow_id = 'f'")
+        .execute(&pg)
+        .await
+        .unwrap();
+
+    app.register(json!({"flow_id": "f", "flow_type": "t"}))
+        .await;
+    let history = app.get("/v1/flows/f/transitions").await;
+    assert_eq!(
+        history.body["transitions"],
+        json!([]),
+        "starts with no history"
+    );
+    let moved = app
+        .post(
+            "/v1/flows/f/transitions",
+            json!({"from": "initializing", "to": "waiting"}),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.body);
+    let history = app.get("/v1/flows/f/transitions").await;
+    assert_eq!(history.body["transitions"].as_array().unwrap().len(), 1);
+    assert_eq!(history.body["transitions"][0]["to"], "waiting");
+}

@@ -11,6 +11,23 @@ ALTER TABLE flows SET (fillfactor = 80);
 
 -- A history row is only ever inserted by the statement that moved its flow, which holds the
 -- flow's row lock until it commits, and deletes remove history in the same transaction
--- (`PostgresLedger::delete_flow`). The foreign key re-checked that for every row, at +17 % of
+-- (`PostgresLedger::try_delete`). The foreign key re-checked that for every row, at +17 % of
 -- a transition batch's cost.
 ALTER TABLE flow_transitions DROP CONSTRAINT flow_transitions_flow_id_fkey;
+
+-- Without the cascade, a flow deleted some other way (by hand, or by an instance still running
+-- an older flowstate during a rolling upgrade) leaves its history behind, and the id registered
+-- again would collide with it. So a registration clears any history its id still has: one
+-- statement per registering statement, not per row.
+CREATE FUNCTION flowstate_clear_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM flow_transitions t USING registered r WHERE t.flow_id = r.flow_id;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER flows_clear_history AFTER INSERT ON flows
+    REFERENCING NEW TABLE AS registered
+    FOR EACH STATEMENT EXECUTE FUNCTION flowstate_clear_history();
+
+-- Flow incarnations (the hot tier's ordering, see `Flow::incarnation`) rely on `seq` growing
+-- with every registration: its sequence must keep the default CACHE 1.

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::PgPool;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -63,7 +63,7 @@ pub(super) trait BatchOp: Send + Sync + 'static {
 
     /// Runs `reqs` (distinct keys) as one statement; one answer per request, in order.
     async fn batch(
-        pool: &PgPool,
+        conn: &mut PgConnection,
         reqs: &[Self::Req],
     ) -> std::result::Result<Vec<Result<Self::Out>>, sqlx::Error>;
 
@@ -118,9 +118,10 @@ impl<Op: BatchOp> Batcher<Op> {
     }
 }
 
-/// A batch in flight for this long is taken to be waiting on a row lock (or a stalled
-/// server), and no longer holds back the next batch. Batches take 0.5–2 ms when nothing blocks
-/// them (measured).
+/// A batch whose statement has run for this long is taken to be waiting on a row lock (or a
+/// stalled server), and no longer holds back the next batch. Statements take 0.5–2 ms when
+/// nothing blocks them (measured). Time spent waiting for a pooled connection does not count:
+/// another lane would only wait for one too.
 const STALLED_AFTER: Duration = Duration::from_millis(10);
 
 /// What the batches in flight hold.
@@ -128,28 +129,36 @@ const STALLED_AFTER: Duration = Duration::from_millis(10);
 struct InFlight {
     /// Their keys.
     keys: HashSet<String>,
-    /// When each of them started, by batch number.
-    started: HashMap<u64, Instant>,
+    /// When each of them started its statement (`None`: still waiting for a connection), by
+    /// batch number.
+    started: HashMap<u64, Option<Instant>>,
 }
 
 /// When the next batch may start.
 enum Lane {
     Free,
-    /// Once the newest batch in flight has run for [`STALLED_AFTER`].
+    /// Once the newest statement in flight has run for [`STALLED_AFTER`].
     At(Instant),
-    /// When a batch ends: every lane is taken.
+    /// Not before the batches in flight change (one starts its statement, or ends).
     Taken,
 }
 
 impl InFlight {
     fn lane(&self, max_lanes: usize) -> Lane {
-        let Some(newest) = self.started.values().max() else {
-            return Lane::Free;
-        };
         if self.started.len() >= max_lanes {
             return Lane::Taken;
         }
-        let at = *newest + STALLED_AFTER;
+        let mut newest = None;
+        for started in self.started.values() {
+            match started {
+                Some(at) => newest = newest.max(Some(*at)),
+                None => return Lane::Taken,
+            }
+        }
+        let Some(newest) = newest else {
+            return Lane::Free;
+        };
+        let at = newest + STALLED_AFTER;
         if at <= Instant::now() {
             Lane::Free
         } else {
@@ -166,7 +175,7 @@ fn lock(in_flight: &Shared) -> std::sync::MutexGuard<'_, InFlight> {
 
 async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, max_lanes: usize) {
     let in_flight: Shared = Arc::default();
-    let finished = Arc::new(Notify::new());
+    let changed = Arc::new(Notify::new());
     let mut pending: VecDeque<Job<Op>> = VecDeque::new();
     let mut open = true;
     let mut batches = 0u64;
@@ -185,9 +194,9 @@ async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, max_lan
             let lane = lock(&in_flight).lane(max_lanes);
             match lane {
                 Lane::Free => break,
-                Lane::Taken => finished.notified().await,
+                Lane::Taken => changed.notified().await,
                 Lane::At(at) => tokio::select! {
-                    () = finished.notified() => {}
+                    () = changed.notified() => {}
                     () = tokio::time::sleep_until(at.into()) => {}
                 },
             }
@@ -205,7 +214,7 @@ async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, max_lan
             // Everything waiting shares a key with a batch in flight: wait for one to end, or
             // for a new request, which may be free to go.
             tokio::select! {
-                () = finished.notified() => {}
+                () = changed.notified() => {}
                 job = rx.recv(), if open && pending.len() < QUEUE => match job {
                     Some(job) => pending.push_back(job),
                     None => open = false,
@@ -219,11 +228,16 @@ async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, max_lan
             batch: batches,
             keys,
             in_flight: in_flight.clone(),
-            finished: finished.clone(),
+            changed: changed.clone(),
         };
-        let pool = pool.clone();
+        let (pool, shared, changed, number) =
+            (pool.clone(), in_flight.clone(), changed.clone(), batches);
         tokio::spawn(async move {
-            execute::<Op>(&pool, batch).await;
+            let started = move || {
+                lock(&shared).started.insert(number, Some(Instant::now()));
+                changed.notify_one();
+            };
+            execute::<Op>(&pool, batch, started).await;
             drop(done);
         });
     }
@@ -235,7 +249,7 @@ struct Release {
     batch: u64,
     keys: Vec<String>,
     in_flight: Shared,
-    finished: Arc<Notify>,
+    changed: Arc<Notify>,
 }
 
 impl Drop for Release {
@@ -246,7 +260,7 @@ impl Drop for Release {
         }
         held.started.remove(&self.batch);
         drop(held);
-        self.finished.notify_one();
+        self.changed.notify_one();
     }
 }
 
@@ -274,15 +288,22 @@ fn take_batch<Op: BatchOp>(
     }
     *pending = rest;
     if !batch.is_empty() {
-        held.started.insert(number, Instant::now());
+        held.started.insert(number, None);
     }
     batch.sort_by(|a, b| a.0.cmp(&b.0));
     batch.into_iter().map(|(key, job)| (job, key)).unzip()
 }
 
-async fn execute<Op: BatchOp>(pool: &PgPool, batch: Vec<Job<Op>>) {
+async fn execute<Op: BatchOp>(pool: &PgPool, batch: Vec<Job<Op>>, started: impl FnOnce()) {
     let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.req, j.reply)).unzip();
-    match Op::batch(pool, &reqs).await {
+    let ran = match pool.acquire().await {
+        Ok(mut conn) => {
+            started();
+            Op::batch(&mut conn, &reqs).await
+        }
+        Err(e) => Err(e),
+    };
+    match ran {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 // A caller that went away no longer needs its answer; its write stands.
@@ -367,7 +388,7 @@ impl BatchOp for Registrations {
     }
 
     async fn batch(
-        pool: &PgPool,
+        conn: &mut PgConnection,
         flows: &[Flow],
     ) -> std::result::Result<Vec<Result<i64>>, sqlx::Error> {
         let inserted: Vec<(String, i64)> = sqlx::query_as(
@@ -403,7 +424,7 @@ impl BatchOp for Registrations {
         .bind(flows.iter().map(|f| f.created_at).collect::<Vec<_>>())
         .bind(flows.iter().map(|f| f.updated_at).collect::<Vec<_>>())
         .bind(flows.iter().map(|f| f.version).collect::<Vec<_>>())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let inserted: HashMap<String, i64> = inserted.into_iter().collect();
         let refused: Vec<&str> = flows
@@ -418,7 +439,7 @@ impl BatchOp for Registrations {
         } else {
             sqlx::query_scalar("SELECT flow_id FROM flows WHERE flow_id = ANY($1)")
                 .bind(&refused)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await
                 .map(|ids: Vec<String>| ids.into_iter().collect())
                 .map_err(|e| e.to_string())
@@ -496,7 +517,7 @@ impl BatchOp for Transitions {
     }
 
     async fn batch(
-        pool: &PgPool,
+        conn: &mut PgConnection,
         reqs: &[TransitionReq],
     ) -> std::result::Result<Vec<Result<(Transition, Flow)>>, sqlx::Error> {
         let rows: Vec<UpdatedRow> = sqlx::query_as(
@@ -521,7 +542,7 @@ impl BatchOp for Transitions {
         .bind(reqs.iter().map(|r| r.to.as_str()).collect::<Vec<_>>())
         .bind(reqs.iter().map(|r| Json(&r.metadata)).collect::<Vec<_>>())
         .bind(reqs.iter().map(|r| r.at).collect::<Vec<_>>())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let moved = by_ord(
             reqs.len(),
@@ -540,7 +561,7 @@ impl BatchOp for Transitions {
         } else {
             sqlx::query_as("SELECT flow_id, status FROM flows WHERE flow_id = ANY($1)")
                 .bind(&stuck)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await
                 .map(|rows: Vec<(String, String)>| rows.into_iter().collect())
                 .map_err(|e| e.to_string())
@@ -623,7 +644,7 @@ impl BatchOp for Documents {
     }
 
     async fn batch(
-        pool: &PgPool,
+        conn: &mut PgConnection,
         reqs: &[DocumentReq],
     ) -> std::result::Result<Vec<Result<(Document, Owner)>>, sqlx::Error> {
         let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(
@@ -647,7 +668,7 @@ impl BatchOp for Documents {
         .bind(reqs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
         .bind(reqs.iter().map(|r| Json(&r.body)).collect::<Vec<_>>())
         .bind(reqs.iter().map(|r| r.at).collect::<Vec<_>>())
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let saved = by_ord(
             reqs.len(),

@@ -72,16 +72,17 @@ impl Flowstate {
         };
         let (this, flow_id) = (self.clone(), flow_id.to_string());
         self.detached(async move {
-            let (snapshot, evicted) = this
+            let taken = this
                 .ledger()
                 .create_snapshot(&flow_id, &snapshot_id, &state, flows::now(), KEEP_SNAPSHOTS)
                 .await?;
             this.hot_write(
                 "snapshots.create",
-                this.hot().put_snapshot(&snapshot, &evicted, true),
+                this.hot()
+                    .put_snapshot(&taken.snapshot, &taken.evicted, &taken.owner, true),
             )
             .await;
-            Ok(snapshot)
+            Ok(taken.snapshot)
         })
         .await
     }
@@ -101,11 +102,11 @@ impl Flowstate {
             return Ok(s);
         }
         match self.ledger().get_snapshot(flow_id, snapshot_id).await? {
-            Some(s) => {
+            Some((s, owner)) => {
                 self.hot_fill(
                     epoch,
                     "snapshots.cache",
-                    self.hot().put_snapshot(&s, &[], false),
+                    self.hot().put_snapshot(&s, &[], &owner, false),
                 )
                 .await;
                 Ok(s)

@@ -8,7 +8,7 @@ use flowstate::hot::{CachedFlow, HotTier, MemoryHot, RedisHot};
 use flowstate::keys::Keys;
 use flowstate::ledger::DeletedFlow;
 use flowstate::ttl::Ttls;
-use flowstate::{Config, DocKind, Document, Flow, Owner, Transition};
+use flowstate::{Config, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
 use crate::helpers::redis_url;
 
@@ -56,6 +56,20 @@ fn doc(name: &str, version: i64) -> Document {
         saved_at: time::OffsetDateTime::now_utc(),
         version,
     }
+}
+
+fn snapshot(id: &str) -> Snapshot {
+    Snapshot {
+        flow_id: "f".into(),
+        snapshot_id: id.into(),
+        parent_snapshot_id: None,
+        state: Default::default(),
+        created_at: time::OffsetDateTime::now_utc(),
+    }
+}
+
+async fn has_snapshot(hot: &dyn HotTier, id: &str) -> bool {
+    hot.get_snapshot("f", id).await.unwrap().is_some()
 }
 
 fn owner(incarnation: i64) -> Owner {
@@ -186,15 +200,34 @@ async fn late_writes_about_a_deleted_flow_never_reach_its_successor() {
         hot.put_document(DocKind::Phase, &doc("analysis", 9), &owner(1), false)
             .await
             .unwrap();
+        hot.put_snapshot(&snapshot("s1"), &[], &owner(1), true)
+            .await
+            .unwrap();
         assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
         assert_eq!(phase_version(hot).await, None, "{tier}");
+        assert!(
+            !has_snapshot(hot, "s1").await,
+            "{tier}: nor a late snapshot"
+        );
+        hot.put_snapshot(&snapshot("s1"), &[], &owner(2), true)
+            .await
+            .unwrap();
+        assert!(
+            has_snapshot(hot, "s1").await,
+            "{tier}: the new flow's own snapshot"
+        );
 
-        // A delete of the first life that arrives late leaves the second alone.
+        // A delete of the first life that arrives late leaves the second's record alone; its
+        // documents are dropped (they might have been the first life's), and fill again.
         hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), true)
             .await
             .unwrap();
         hot.remove_flows(&[deleted(&old)]).await.unwrap();
         assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
+        assert_eq!(phase_version(hot).await, None, "{tier}");
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), false)
+            .await
+            .unwrap();
         assert_eq!(phase_version(hot).await, Some(1), "{tier}");
 
         // The second life goes on as usual.
@@ -202,6 +235,29 @@ async fn late_writes_about_a_deleted_flow_never_reach_its_successor() {
             .await
             .unwrap();
         assert_eq!(cached(hot).await, "2/2 running", "{tier}");
+    }
+}
+
+#[tokio::test]
+async fn a_delete_overtaken_by_the_next_registration_still_clears_the_old_documents() {
+    for (tier, hot) in tiers().await {
+        let hot = hot.as_ref();
+        let old = flow(1, 1, "initializing");
+        hot.register_flow(&old).await.unwrap();
+        hot.put_document(DocKind::Phase, &doc("analysis", 7), &owner(1), true)
+            .await
+            .unwrap();
+        // The id is registered again, and that reaches the tier before the delete does.
+        hot.register_flow(&flow(2, 1, "initializing"))
+            .await
+            .unwrap();
+        hot.remove_flows(&[deleted(&old)]).await.unwrap();
+        assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
+        assert_eq!(
+            phase_version(hot).await,
+            None,
+            "{tier}: the deleted flow's document is not served to its successor"
+        );
     }
 }
 

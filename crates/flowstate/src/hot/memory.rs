@@ -189,10 +189,8 @@ impl HotTier for MemoryHot {
                 ttl: TOMBSTONE_TTL,
             };
             self.with_flow(id, |current| {
-                // Registered again since: the documents are the new flow's.
-                if current.is_some_and(|cur| cur.supersedes(&tombstone)) {
-                    return Op::Nop;
-                }
+                // Even when the id has been registered again since, these entries may hold the
+                // deleted flow's data; dropping the new flow's only costs a ledger read.
                 for (kind, name) in &deleted.documents {
                     self.documents
                         .invalidate(&(*kind, id.clone(), name.clone()));
@@ -201,7 +199,11 @@ impl HotTier for MemoryHot {
                     self.snapshots
                         .invalidate(&(id.clone(), snapshot_id.clone()));
                 }
-                Op::Put(tombstone)
+                match current {
+                    // Registered again since: the record is the new flow's.
+                    Some(cur) if cur.supersedes(&tombstone) => Op::Nop,
+                    _ => Op::Put(tombstone),
+                }
             });
         }
         Ok(())
@@ -264,21 +266,28 @@ impl HotTier for MemoryHot {
         &self,
         snapshot: &Snapshot,
         evicted: &[String],
+        owner: &Owner,
         _fresh: bool,
     ) -> HotResult<()> {
         // Snapshots never change: a write simply replaces.
         let entry = Entry {
-            incarnation: 0,
+            incarnation: owner.incarnation,
             version: 0,
             value: Some(Arc::new(snapshot.clone())),
             ttl: Duration::from_secs(self.ttls.snapshots()),
         };
-        let key = (snapshot.flow_id.clone(), snapshot.snapshot_id.clone());
-        self.snapshots.insert(key, entry);
-        for id in evicted {
-            self.snapshots
-                .invalidate(&(snapshot.flow_id.clone(), id.clone()));
-        }
+        self.with_flow(&snapshot.flow_id, |flow| {
+            if flow.is_some_and(|f| f.ends(owner.incarnation)) {
+                return Op::Nop;
+            }
+            let key = (snapshot.flow_id.clone(), snapshot.snapshot_id.clone());
+            self.snapshots.insert(key, entry);
+            for id in evicted {
+                self.snapshots
+                    .invalidate(&(snapshot.flow_id.clone(), id.clone()));
+            }
+            Op::Nop
+        });
         Ok(())
     }
 

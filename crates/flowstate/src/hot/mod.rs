@@ -171,12 +171,13 @@ pub trait HotTier: Send + Sync + 'static {
         name: &str,
     ) -> HotResult<Option<Document>>;
 
-    /// Caches a snapshot; a `fresh` one is also pushed on the flow's snapshot list, whose
-    /// `evicted` ids are dropped.
+    /// Caches a snapshot unless its `owner`'s incarnation has ended; a `fresh` one is also
+    /// pushed on the flow's snapshot list, whose `evicted` ids are dropped.
     async fn put_snapshot(
         &self,
         snapshot: &Snapshot,
         evicted: &[String],
+        owner: &Owner,
         fresh: bool,
     ) -> HotResult<()>;
 

@@ -51,17 +51,23 @@ const REMOVE_FLOW_SRC: &str = concat!(
     include_str!("scripts/flow_order.lua"),
     include_str!("scripts/remove_flow.lua")
 );
+const PUT_SNAPSHOT_SRC: &str = concat!(
+    include_str!("scripts/flow_order.lua"),
+    include_str!("scripts/put_snapshot.lua")
+);
 /// Every script, for loading them all up front.
 const SCRIPTS: &[&str] = &[
     PUT_FLOW_SRC,
     RECORD_TRANSITION_SRC,
     PUT_DOCUMENT_SRC,
     REMOVE_FLOW_SRC,
+    PUT_SNAPSHOT_SRC,
 ];
 static PUT_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_FLOW_SRC));
 static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_TRANSITION_SRC));
 static PUT_DOCUMENT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOCUMENT_SRC));
 static REMOVE_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE_FLOW_SRC));
+static PUT_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SNAPSHOT_SRC));
 
 /// Version written into tombstones: above any real flow version, exact as a Lua number.
 const TOMBSTONE_VERSION: i64 = 1 << 53;
@@ -467,8 +473,8 @@ impl HotTier for RedisHot {
             gone.push(self.keys.events(id));
             gone.push(self.keys.hierarchy(id));
             gone.push(self.keys.transitions(id));
-            // The record becomes a tombstone, so a racing repopulation cannot revive it; none
-            // of it happens if the id has been registered again meanwhile.
+            // The record becomes a tombstone, so a racing repopulation cannot revive it (unless
+            // the id has been registered again meanwhile: then it is the new flow's).
             let key = self.keys.flow(id);
             pipe.cmd("EVALSHA")
                 .arg(REMOVE_FLOW.get_hash())
@@ -568,6 +574,7 @@ impl HotTier for RedisHot {
         &self,
         snapshot: &Snapshot,
         evicted: &[String],
+        owner: &Owner,
         fresh: bool,
     ) -> HotResult<()> {
         let id = &snapshot.flow_id;
@@ -577,34 +584,36 @@ impl HotTier for RedisHot {
             key: key.clone(),
             reason,
         })?;
-        let ttl = self.ttls.snapshots();
+        let list = self.keys.snapshot_list(id);
+        let gone: Vec<String> = evicted
+            .iter()
+            .filter(|_| fresh)
+            .map(|sid| self.keys.snapshot(id, sid))
+            .collect();
         let mut pipe = ::redis::pipe();
-        pipe.cmd("SET")
+        pipe.cmd("EVALSHA")
+            .arg(PUT_SNAPSHOT.get_hash())
+            .arg(3 + gone.len())
+            .arg(self.keys.flow(id))
             .arg(&key)
+            .arg(if fresh { &list } else { &key })
+            .arg(&gone)
+            .arg(owner.incarnation)
             .arg(value)
-            .arg("EX")
-            .arg(ttl)
+            .arg(self.ttls.snapshots())
+            .arg(if fresh {
+                snapshot.snapshot_id.as_str()
+            } else {
+                ""
+            })
+            .arg(KEEP_SNAPSHOTS)
             .ignore();
         if !fresh {
-            return self.core.fill(&pipe, &[]).await;
+            return self.core.fill(&pipe, &[PUT_SNAPSHOT_SRC]).await;
         }
-        let mut dirty = vec![key];
-        {
-            let list = self.keys.snapshot_list(id);
-            pipe.lpush(&list, &snapshot.snapshot_id).ignore();
-            pipe.ltrim(&list, 0, KEEP_SNAPSHOTS as isize - 1).ignore();
-            pipe.expire(&list, ttl as i64).ignore();
-            let gone: Vec<String> = evicted
-                .iter()
-                .map(|sid| self.keys.snapshot(id, sid))
-                .collect();
-            if !gone.is_empty() {
-                pipe.del(&gone).ignore();
-            }
-            dirty.push(list);
-            dirty.extend(gone);
-        }
-        self.core.write(&pipe, &[], dirty).await
+        let mut dirty = vec![key, list];
+        dirty.extend(gone);
+        self.core.write(&pipe, &[PUT_SNAPSHOT_SRC], dirty).await
     }
 
     async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>> {

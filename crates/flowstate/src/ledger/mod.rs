@@ -83,7 +83,7 @@ pub trait Ledger: Send + Sync + 'static {
     async fn list_documents(&self, kind: DocKind, flow_id: &str) -> Result<Vec<String>>;
 
     /// Takes a snapshot (parent: the flow's head), makes it the head and drops all but the newest
-    /// `keep`; returns it and the ids dropped. [`Error::SnapshotExists`] for a taken id.
+    /// `keep`. [`Error::SnapshotExists`] for a taken id.
     async fn create_snapshot(
         &self,
         flow_id: &str,
@@ -91,10 +91,14 @@ pub trait Ledger: Send + Sync + 'static {
         state: &Map<String, Value>,
         at: OffsetDateTime,
         keep: u32,
-    ) -> Result<(Snapshot, Vec<String>)>;
+    ) -> Result<TakenSnapshot>;
 
-    /// A snapshot.
-    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>>;
+    /// A snapshot and its flow.
+    async fn get_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<(Snapshot, Owner)>>;
 
     /// A flow's snapshot ids, newest first.
     async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>>;
@@ -226,20 +230,73 @@ fn written_document(
     }
 }
 
-/// The snapshot a write just stored.
-fn taken_snapshot(
-    flow_id: &str,
-    snapshot_id: &str,
+/// A snapshot just taken.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TakenSnapshot {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Ids of the older snapshots dropped to keep the newest few.
+    pub evicted: Vec<String>,
+    /// Its flow.
+    pub owner: Owner,
+}
+
+/// SQL of a snapshot read, with its flow (shared: `$n` placeholders work in SQLite too).
+const GET_SNAPSHOT: &str = "SELECT s.snapshot_id, s.parent_snapshot_id, s.state, s.created_at, \
+     f.status, f.seq AS incarnation FROM flow_snapshots s JOIN flows f ON f.flow_id = s.flow_id \
+     WHERE s.flow_id = $1 AND s.snapshot_id = $2";
+
+/// A `flow_snapshots` row joined with its flow's status and registration number.
+#[derive(sqlx::FromRow)]
+struct SnapshotRow {
+    snapshot_id: String,
+    parent_snapshot_id: Option<String>,
+    state: Json<Map<String, Value>>,
+    created_at: OffsetDateTime,
+    status: String,
+    incarnation: i64,
+}
+
+impl SnapshotRow {
+    fn into_snapshot(self, flow_id: &str) -> (Snapshot, Owner) {
+        (
+            Snapshot {
+                flow_id: flow_id.to_string(),
+                snapshot_id: self.snapshot_id,
+                parent_snapshot_id: self.parent_snapshot_id,
+                state: self.state.0,
+                created_at: self.created_at,
+            },
+            Owner {
+                status: self.status,
+                incarnation: self.incarnation,
+            },
+        )
+    }
+}
+
+/// The snapshot a write just stored (both backends return their writes this way).
+struct NewSnapshot<'a> {
+    flow_id: &'a str,
+    snapshot_id: &'a str,
     parent: Option<String>,
-    state: &Map<String, Value>,
+    state: &'a Map<String, Value>,
     at: OffsetDateTime,
-) -> Snapshot {
-    Snapshot {
-        flow_id: flow_id.to_string(),
-        snapshot_id: snapshot_id.to_string(),
-        parent_snapshot_id: parent,
-        state: state.clone(),
-        created_at: at,
+}
+
+impl NewSnapshot<'_> {
+    fn taken(self, evicted: Vec<String>, owner: Owner) -> TakenSnapshot {
+        TakenSnapshot {
+            snapshot: Snapshot {
+                flow_id: self.flow_id.to_string(),
+                snapshot_id: self.snapshot_id.to_string(),
+                parent_snapshot_id: self.parent,
+                state: self.state.clone(),
+                created_at: self.at,
+            },
+            evicted,
+            owner,
+        }
     }
 }
 

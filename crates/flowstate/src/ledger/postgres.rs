@@ -20,8 +20,8 @@ use super::postgres_batch::{
 };
 use super::{
     DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, TransitionRow, attach_documents, delete_error, delete_statements, flow_columns,
-    insert_fallback, push_filters, subtree,
+    Ledger, TakenSnapshot, TransitionRow, attach_documents, delete_error, delete_statements,
+    flow_columns, insert_fallback, push_filters, subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document, Owner};
@@ -38,31 +38,14 @@ mod snapshots {
     use sqlx::types::Json;
     use time::OffsetDateTime;
 
-    use crate::documents::{DocKind, Document};
+    use crate::documents::{DocKind, Document, Owner};
     use crate::error::{Error, Result};
     use crate::flows::Flow;
-    use crate::ledger::{FlowRow, PUT_DOCUMENT, flow_columns, insert_error};
+    use crate::ledger::{
+        FlowRow, GET_SNAPSHOT, NewSnapshot, PUT_DOCUMENT, SnapshotRow, TakenSnapshot, flow_columns,
+        insert_error,
+    };
     use crate::snapshots::Snapshot;
-
-    #[derive(sqlx::FromRow)]
-    struct SnapshotRow {
-        snapshot_id: String,
-        parent_snapshot_id: Option<String>,
-        state: Json<Map<String, Value>>,
-        created_at: OffsetDateTime,
-    }
-
-    impl SnapshotRow {
-        fn into_snapshot(self, flow_id: &str) -> Snapshot {
-            Snapshot {
-                flow_id: flow_id.to_string(),
-                snapshot_id: self.snapshot_id,
-                parent_snapshot_id: self.parent_snapshot_id,
-                state: self.state.0,
-                created_at: self.created_at,
-            }
-        }
-    }
 
     /// "No such snapshot" or "no such flow".
     async fn missing(conn: &mut sqlx::PgConnection, flow_id: &str, snapshot_id: &str) -> Error {
@@ -129,13 +112,15 @@ mod snapshots {
         state: &Map<String, Value>,
         at: OffsetDateTime,
         keep: u32,
-    ) -> Result<(Snapshot, Vec<String>)> {
-        let head: Option<Option<String>> =
-            sqlx::query_scalar("SELECT head_snapshot_id FROM flows WHERE flow_id = $1 FOR UPDATE")
-                .bind(flow_id)
-                .fetch_optional(&mut *conn)
-                .await?;
-        let parent = head.ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
+    ) -> Result<TakenSnapshot> {
+        let head: Option<(Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT head_snapshot_id, status, seq FROM flows WHERE flow_id = $1 FOR UPDATE",
+        )
+        .bind(flow_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (parent, status, incarnation) =
+            head.ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
         sqlx::query(
             "INSERT INTO flow_snapshots (flow_id, snapshot_id, parent_snapshot_id, state, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -167,8 +152,18 @@ mod snapshots {
         .bind(i64::from(keep))
         .fetch_all(&mut *conn)
         .await?;
-        let snapshot = crate::ledger::taken_snapshot(flow_id, snapshot_id, parent, state, at);
-        Ok((snapshot, evicted))
+        let taken = NewSnapshot {
+            flow_id,
+            snapshot_id,
+            parent,
+            state,
+            at,
+        };
+        let owner = Owner {
+            status,
+            incarnation,
+        };
+        Ok(taken.taken(evicted, owner))
     }
 
     /// Replaces the flow's state with the snapshot's and makes it the flow's head.
@@ -229,15 +224,12 @@ mod snapshots {
         conn: &mut sqlx::PgConnection,
         flow_id: &str,
         snapshot_id: &str,
-    ) -> Result<Option<Snapshot>> {
-        let row: Option<SnapshotRow> = sqlx::query_as(
-            "SELECT snapshot_id, parent_snapshot_id, state, created_at FROM flow_snapshots \
-             WHERE flow_id = $1 AND snapshot_id = $2",
-        )
-        .bind(flow_id)
-        .bind(snapshot_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    ) -> Result<Option<(Snapshot, Owner)>> {
+        let row: Option<SnapshotRow> = sqlx::query_as(GET_SNAPSHOT)
+            .bind(flow_id)
+            .bind(snapshot_id)
+            .fetch_optional(&mut *conn)
+            .await?;
         Ok(row.map(|r| r.into_snapshot(flow_id)))
     }
 
@@ -492,14 +484,18 @@ impl Ledger for PostgresLedger {
         state: &Map<String, Value>,
         at: OffsetDateTime,
         keep: u32,
-    ) -> Result<(Snapshot, Vec<String>)> {
+    ) -> Result<TakenSnapshot> {
         let mut tx = self.pool.begin().await?;
         let out = snapshots::create(&mut tx, flow_id, snapshot_id, state, at, keep).await?;
         tx.commit().await?;
         Ok(out)
     }
 
-    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>> {
+    async fn get_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<(Snapshot, Owner)>> {
         snapshots::get(&mut *self.pool.acquire().await?, flow_id, snapshot_id).await
     }
 

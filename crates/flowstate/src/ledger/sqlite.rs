@@ -14,14 +14,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::types::Json;
 use sqlx::{ConnectOptions, QueryBuilder, Sqlite, SqlitePool};
 use time::OffsetDateTime;
 
 use super::sqlite_writer::{self as write, Writer};
 use super::{
-    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, TransitionRow, flow_columns, push_filters,
+    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, GET_SNAPSHOT, LIST_DOCUMENTS,
+    LIST_FALLBACKS, Ledger, SnapshotRow, TakenSnapshot, TransitionRow, flow_columns, push_filters,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document, Owner};
@@ -41,14 +40,6 @@ pub struct SqliteLedger {
 }
 
 /// A `flow_snapshots` row.
-#[derive(sqlx::FromRow)]
-struct SnapshotRow {
-    snapshot_id: String,
-    parent_snapshot_id: Option<String>,
-    state: Json<Map<String, Value>>,
-    created_at: OffsetDateTime,
-}
-
 impl SqliteLedger {
     /// Opens (creating if missing) the database at `cfg.url`, applies migrations and starts the
     /// writer thread.
@@ -209,7 +200,7 @@ impl Ledger for SqliteLedger {
         state: &Map<String, Value>,
         at: OffsetDateTime,
         keep: u32,
-    ) -> Result<(Snapshot, Vec<String>)> {
+    ) -> Result<TakenSnapshot> {
         let (flow_id, snapshot_id, state) =
             (flow_id.to_string(), snapshot_id.to_string(), state.clone());
         self.writer
@@ -217,22 +208,17 @@ impl Ledger for SqliteLedger {
             .await
     }
 
-    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> Result<Option<Snapshot>> {
-        let row: Option<SnapshotRow> = sqlx::query_as(
-            "SELECT snapshot_id, parent_snapshot_id, state, created_at FROM flow_snapshots \
-             WHERE flow_id = $1 AND snapshot_id = $2",
-        )
-        .bind(flow_id)
-        .bind(snapshot_id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|r| Snapshot {
-            flow_id: flow_id.to_string(),
-            snapshot_id: r.snapshot_id,
-            parent_snapshot_id: r.parent_snapshot_id,
-            state: r.state.0,
-            created_at: r.created_at,
-        }))
+    async fn get_snapshot(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<(Snapshot, Owner)>> {
+        let row: Option<SnapshotRow> = sqlx::query_as(GET_SNAPSHOT)
+            .bind(flow_id)
+            .bind(snapshot_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.map(|r| r.into_snapshot(flow_id)))
     }
 
     async fn list_snapshots(&self, flow_id: &str) -> Result<Vec<String>> {

@@ -22,14 +22,13 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    DeletedFlow, INSERT_FALLBACK, PUT_DOCUMENT, attach_documents, cas_failure, delete_statements,
-    flow_columns, recorded, subtree,
+    DeletedFlow, INSERT_FALLBACK, NewSnapshot, PUT_DOCUMENT, TakenSnapshot, attach_documents,
+    cas_failure, delete_statements, flow_columns, recorded, subtree,
 };
 use crate::documents::{DocKind, Document, Owner};
 use crate::error::{Error, Result};
 use crate::fallbacks::FallbackRecord;
 use crate::flows::Flow;
-use crate::snapshots::Snapshot;
 use crate::transitions::Transition;
 
 /// Most requests committed in one group.
@@ -37,7 +36,6 @@ const MAX_GROUP: usize = 256;
 
 /// Requests waiting for the writer; beyond this, callers wait to enqueue (backpressure).
 const QUEUE: usize = 4096;
-
 
 /// One write request, run on the writer thread inside its group's transaction.
 type Job = Box<dyn FnOnce(&Connection) -> Box<dyn Outcome> + Send>;
@@ -470,11 +468,17 @@ pub(super) fn create_snapshot(
     state: &Map<String, Value>,
     at: OffsetDateTime,
     keep: u32,
-) -> Result<(Snapshot, Vec<String>)> {
-    let parent: Option<String> = conn
-        .prepare_cached("SELECT head_snapshot_id FROM flows WHERE flow_id = $1")
+) -> Result<TakenSnapshot> {
+    let (parent, owner): (Option<String>, Owner) = conn
+        .prepare_cached("SELECT head_snapshot_id, status, seq FROM flows WHERE flow_id = $1")
         .map_err(sql_err)?
-        .query_row(params![flow_id], |r| r.get(0))
+        .query_row(params![flow_id], |r| {
+            let owner = Owner {
+                status: r.get(1)?,
+                incarnation: r.get(2)?,
+            };
+            Ok((r.get(0)?, owner))
+        })
         .optional()
         .map_err(sql_err)?
         .ok_or_else(|| Error::FlowNotFound(flow_id.to_string()))?;
@@ -506,8 +510,14 @@ pub(super) fn create_snapshot(
         .query_map(params![flow_id, i64::from(keep)], |r| r.get(0))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
         .map_err(sql_err)?;
-    let snapshot = crate::ledger::taken_snapshot(flow_id, snapshot_id, parent, state, at);
-    Ok((snapshot, evicted))
+    let taken = NewSnapshot {
+        flow_id,
+        snapshot_id,
+        parent,
+        state,
+        at,
+    };
+    Ok(taken.taken(evicted, owner))
 }
 
 /// Rolls the flow's state back to a snapshot, which becomes the flow's head.

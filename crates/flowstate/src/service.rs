@@ -34,6 +34,12 @@ struct Inner {
 /// How often counted fallbacks are written to the ledger.
 const FALLBACK_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the ledger's recorded invalidations are looked for (see [`sweep_invalidations`]).
+const INVALIDATION_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Recorded invalidations carried out per round trip.
+const INVALIDATION_CHUNK: u32 = 1000;
+
 tokio::task_local! {
     /// Set when the request running in this task was served without the hot tier.
     static DEGRADED: Cell<bool>;
@@ -103,7 +109,10 @@ impl Flowstate {
         if let Err(e) = service.hot().prepare().await {
             tracing::warn!(error = %e, "hot tier not reachable at startup; serving from the ledger until it is");
         }
+        // Keys an earlier run (or another instance) could not write go before the first read.
+        sweep_once(&service.inner).await;
         tokio::spawn(flush_fallbacks(Arc::downgrade(&service.inner)));
+        tokio::spawn(sweep_invalidations(Arc::downgrade(&service.inner)));
         Ok(service)
     }
 
@@ -195,14 +204,29 @@ impl Flowstate {
     }
 
     /// Runs a hot-tier write whose ledger counterpart already succeeded; a failure is logged
-    /// and counted, never returned.
+    /// and counted, never returned. The keys it could not reach are recorded in the ledger
+    /// before the caller answers, so that they are deleted before Redis serves them again even
+    /// if this process dies first, or another instance's breaker closes first.
     pub(crate) async fn hot_write(
         &self,
         op: &'static str,
         fut: impl Future<Output = HotResult<()>>,
     ) {
-        if let Err(e) = fut.await {
-            self.hot_failure(op, &e);
+        let Err(e) = fut.await else { return };
+        self.hot_failure(op, &e);
+        if let HotError::Unwritten { keys, .. } = &e {
+            match self
+                .ledger()
+                .record_invalidations(keys, crate::flows::now())
+                .await
+            {
+                Ok(()) => metrics::counter!("flowstate_hot_invalidations_recorded_total")
+                    .increment(keys.len() as u64),
+                // The tier still holds them in memory; only a crash could lose them now.
+                Err(e) => {
+                    tracing::warn!(error = %e, keys = keys.len(), "cannot record keys to invalidate")
+                }
+            }
         }
     }
 
@@ -290,10 +314,67 @@ impl Flowstate {
             .increment(1);
         self.inner.fallbacks.record(op, reason, e);
         let _ = DEGRADED.try_with(|d| d.set(true));
-        if matches!(e, HotError::Unavailable) {
+        if matches!(e, HotError::Unavailable)
+            || matches!(e, HotError::Unwritten { source, .. } if matches!(**source, HotError::Unavailable))
+        {
             tracing::debug!(operation = op, "hot tier bypassed (breaker open)");
         } else {
             tracing::warn!(operation = op, reason, error = %e, "hot tier call failed; ledger serves");
+        }
+    }
+}
+
+/// Carries out the ledger's recorded invalidations every [`INVALIDATION_SWEEP_EVERY`] while
+/// the hot tier is up; ends with the service. Each instance deletes what the others recorded,
+/// too: keys recorded by an instance whose own breaker is still open are otherwise served
+/// stale by the others (for at most one period).
+async fn sweep_invalidations(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(INVALIDATION_SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        sweep_once(&inner).await;
+    }
+}
+
+/// Deletes every recorded key from the hot tier and forgets it, a chunk at a time. While the
+/// hot tier is unreachable the keys stay recorded, and the tier holds them as dirty: its
+/// recovery deletes them before it serves again.
+async fn sweep_once(inner: &Inner) {
+    let mut after = 0;
+    loop {
+        let pending = match inner
+            .ledger
+            .pending_invalidations(after, INVALIDATION_CHUNK)
+            .await
+        {
+            Ok(pending) if pending.is_empty() => return,
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the keys to invalidate");
+                return;
+            }
+        };
+        let (ids, mut keys): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
+        after = ids.iter().copied().max().unwrap_or(after);
+        keys.sort_unstable();
+        keys.dedup();
+        match inner.hot.invalidate(&keys).await {
+            Ok(()) => match inner.ledger.clear_invalidations(&ids).await {
+                Ok(()) => {
+                    metrics::counter!("flowstate_hot_invalidations_done_total")
+                        .increment(ids.len() as u64);
+                    tracing::info!(keys = keys.len(), "invalidated keys recorded in the ledger");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot forget carried-out invalidations"),
+            },
+            // Marked dirty in the tier; recorded rows stay until a sweep succeeds.
+            Err(HotError::Unwritten { .. }) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot invalidate recorded keys yet"),
+        }
+        if ids.len() < INVALIDATION_CHUNK as usize {
+            return;
         }
     }
 }

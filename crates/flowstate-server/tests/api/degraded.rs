@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, RedisServer, TestApp, spawn_app_with};
+use crate::helpers::{Backend, RedisServer, TestApp, spawn_app_from, spawn_app_with};
 
 const FLOWS: usize = 8;
 
@@ -210,4 +210,50 @@ async fn redis_hung_then_resumed_serves_no_stale_read() {
     assert_hot_tier_serves(&app).await;
     workload(&app, 2).await;
     assert!(!fallback_rows(&app).await.is_empty());
+}
+
+/// The keys a write could not reach while Redis hung are not only in the writing process's
+/// memory: the ledger has them too, so a process that dies before Redis comes back cannot
+/// leave a stale value to be read by the next one.
+#[tokio::test]
+async fn keys_stale_when_a_process_dies_are_invalidated_by_the_next_one() {
+    let redis = RedisServer::start().await;
+    let first = app_on(&redis).await;
+    first
+        .register(json!({"flow_id": "f", "flow_type": "t"}))
+        .await;
+    let put = |app: &TestApp, round: u32| {
+        app.http
+            .put(app.url("/v1/flows/f/state"))
+            .json(&json!({"state": {"round": round}}))
+    };
+    assert_eq!(first.send(put(&first, 1)).await.status, StatusCode::OK);
+    assert_eq!(
+        first.get("/v1/flows/f/state").await.body["state"]["round"],
+        1
+    );
+
+    // A read times out and opens the breaker, so the write below is never sent (a write that
+    // times out may still land once Redis resumes).
+    redis.pause();
+    assert!(
+        first
+            .get("/v1/flows/f")
+            .await
+            .headers
+            .contains_key("flowstate-degraded")
+    );
+    let written = first.send(put(&first, 2)).await;
+    assert_eq!(written.status, StatusCode::OK, "{}", written.body);
+    let (config, files) = first.crash().await;
+    redis.resume();
+
+    // Redis still holds round 1; the new process must not serve it.
+    let second = spawn_app_from(config, files).await;
+    let state = second.get("/v1/flows/f/state").await;
+    assert_eq!(state.body["state"]["round"], 2, "{}", state.body);
+    assert!(
+        !state.headers.contains_key("flowstate-degraded"),
+        "served by a healthy hot tier"
+    );
 }

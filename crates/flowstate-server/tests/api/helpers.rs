@@ -108,6 +108,11 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         config.database.url = postgres_schema(&format!("t_{unique}")).await;
     }
     tweak(&mut config);
+    spawn_app_from(config, tmp).await
+}
+
+/// A server on `config`, as a new process would start on the same database and Redis.
+pub async fn spawn_app_from(config: Config, tmp: tempfile::TempDir) -> TestApp {
     let app = Application::build(config.clone())
         .await
         .expect("server starts");
@@ -159,6 +164,21 @@ pub struct Answer {
 }
 
 impl TestApp {
+    /// Stops the server the way a crash would as far as its memory goes (nothing it holds
+    /// survives), keeping its configuration and files for [`spawn_app_from`].
+    pub async fn crash(self) -> (Config, tempfile::TempDir) {
+        let TestApp {
+            config,
+            _tmp,
+            _shutdown,
+            ..
+        } = self;
+        drop(_shutdown);
+        // Let the server task end and drop the service with everything it holds.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        (config, _tmp)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

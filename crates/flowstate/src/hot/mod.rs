@@ -54,12 +54,23 @@ pub enum HotError {
         /// What was wrong with it.
         reason: String,
     },
+    /// A write did not reach these keys, which may now hold stale values: the tier deletes
+    /// them before it serves again, and the caller records them in the ledger so that a crash,
+    /// or another instance, cannot skip that.
+    #[error("{source} (keys not written: {})", keys.len())]
+    Unwritten {
+        /// Keys to invalidate.
+        keys: Vec<String>,
+        /// Why the write did not happen.
+        source: Box<HotError>,
+    },
 }
 
 impl HotError {
     /// The reason recorded in the fallback log: `timeout`, `unavailable` or `error`.
     pub fn reason(&self) -> &'static str {
         match self {
+            HotError::Unwritten { source, .. } => source.reason(),
             HotError::Redis(e) if e.is_timeout() => "timeout",
             HotError::Redis(e)
                 if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() =>
@@ -186,6 +197,10 @@ pub trait HotTier: Send + Sync + 'static {
 
     /// Bytes used by each of a flow's keys (absent keys omitted), named as in Redis.
     async fn memory(&self, keys: &FlowKeys) -> HotResult<BTreeMap<String, u64>>;
+
+    /// Deletes `keys` (recorded invalidations, see [`HotError::Unwritten`]); a failure leaves
+    /// them to the tier's own recovery.
+    async fn invalidate(&self, keys: &[String]) -> HotResult<()>;
 
     /// Drops a flow's cached record and, when given, one of its documents, whatever their
     /// versions (used when a ledger write's outcome is unknown).

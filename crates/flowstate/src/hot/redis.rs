@@ -127,10 +127,15 @@ impl Core {
     }
 
     /// A write through the breaker: skipped (keys marked dirty) while open; a failure marks
-    /// its keys dirty and opens it.
+    /// its keys dirty and opens it. Either way the error names the keys
+    /// ([`HotError::Unwritten`]).
     async fn write(&self, pipe: &Pipeline, scripts: &[&str], keys: Vec<String>) -> HotResult<()> {
+        let unwritten = |keys: Vec<String>, source: HotError| HotError::Unwritten {
+            keys,
+            source: Box::new(source),
+        };
         if !self.breaker.admit_write(|| keys.clone()) {
-            return Err(HotError::Unavailable);
+            return Err(unwritten(keys, HotError::Unavailable));
         }
         match self.run(pipe, scripts).await {
             Ok(()) => {
@@ -138,8 +143,8 @@ impl Core {
                 Ok(())
             }
             Err(e) if unavailable(&e) => {
-                self.breaker.write_failed(keys);
-                Err(e.into())
+                self.breaker.write_failed(keys.clone());
+                Err(unwritten(keys, e.into()))
             }
             Err(e) => {
                 // Redis answered with an error (a foreign value of the wrong type at our key,
@@ -149,7 +154,8 @@ impl Core {
                     del.del(key).ignore();
                 }
                 if self.run(&del, &[]).await.is_err() {
-                    self.breaker.write_failed(keys);
+                    self.breaker.write_failed(keys.clone());
+                    return Err(unwritten(keys, e.into()));
                 }
                 Err(e.into())
             }
@@ -650,6 +656,14 @@ impl HotTier for RedisHot {
             .ignore();
         pipe.expire(&key, self.ttls.events() as i64).ignore();
         self.core.write(&pipe, &[], vec![key]).await
+    }
+
+    async fn invalidate(&self, keys: &[String]) -> HotResult<()> {
+        let mut pipe = ::redis::pipe();
+        for chunk in keys.chunks(500) {
+            pipe.del(chunk).ignore();
+        }
+        self.core.write(&pipe, &[], keys.to_vec()).await
     }
 
     async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {

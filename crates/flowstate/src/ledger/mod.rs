@@ -122,6 +122,15 @@ pub trait Ledger: Send + Sync + 'static {
     /// Appends aggregated rows to `redis_fallback_log`.
     async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()>;
 
+    /// Records hot-tier keys a write could not reach, to delete before Redis serves them again.
+    async fn record_invalidations(&self, keys: &[String], at: OffsetDateTime) -> Result<()>;
+
+    /// Up to `limit` recorded invalidations with ids above `after`, oldest first: (id, key).
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>>;
+
+    /// Forgets invalidations that have been carried out.
+    async fn clear_invalidations(&self, ids: &[i64]) -> Result<()>;
+
     /// The newest `redis_fallback_log` rows, newest first.
     async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>>;
 
@@ -372,6 +381,10 @@ const GET_DOCUMENT: &str = "SELECT d.flow_id, d.name, d.body, d.saved_at, d.vers
 const INSERT_FALLBACK: &str = "INSERT INTO redis_fallback_log \
      (service, operation, reason, fallback_source, timestamp, count, context) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// SQL of the oldest recorded invalidations.
+const PENDING_INVALIDATIONS: &str =
+    "SELECT id, cache_key FROM hot_invalidations WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// SQL of the newest fallback log rows.
 const LIST_FALLBACKS: &str = "SELECT id, service, operation, reason, fallback_source, timestamp, \

@@ -20,8 +20,8 @@ use super::postgres_batch::{
 };
 use super::{
     DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, TakenSnapshot, TransitionRow, attach_documents, delete_error, delete_statements,
-    flow_columns, insert_fallback, push_filters, subtree,
+    Ledger, PENDING_INVALIDATIONS, TakenSnapshot, TransitionRow, attach_documents, delete_error,
+    delete_statements, flow_columns, insert_fallback, push_filters, subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document, Owner};
@@ -533,6 +533,34 @@ impl Ledger for PostgresLedger {
             insert_fallback::<Postgres>(r).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_invalidations(&self, keys: &[String], at: OffsetDateTime) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO hot_invalidations (cache_key, recorded_at) \
+             SELECT k, $2 FROM unnest($1::text[]) AS k",
+        )
+        .bind(keys)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(PENDING_INVALIDATIONS)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn clear_invalidations(&self, ids: &[i64]) -> Result<()> {
+        sqlx::query("DELETE FROM hot_invalidations WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

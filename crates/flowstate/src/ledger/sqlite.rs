@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 use super::sqlite_writer::{self as write, Writer};
 use super::{
     DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, GET_SNAPSHOT, LIST_DOCUMENTS,
-    LIST_FALLBACKS, Ledger, SnapshotRow, TakenSnapshot, TransitionRow, flow_columns, push_filters,
+    LIST_FALLBACKS, Ledger, PENDING_INVALIDATIONS, SnapshotRow, TakenSnapshot, TransitionRow,
+    flow_columns, push_filters,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document, Owner};
@@ -259,6 +260,28 @@ impl Ledger for SqliteLedger {
         let rows = rows.to_vec();
         self.writer
             .submit(move |c| write::record_fallbacks(c, &rows))
+            .await
+    }
+
+    async fn record_invalidations(&self, keys: &[String], at: OffsetDateTime) -> Result<()> {
+        let keys = keys.to_vec();
+        self.writer
+            .submit(move |c| write::record_invalidations(c, &keys, at))
+            .await
+    }
+
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(PENDING_INVALIDATIONS)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn clear_invalidations(&self, ids: &[i64]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.writer
+            .submit(move |c| write::clear_invalidations(c, &ids))
             .await
     }
 

@@ -396,6 +396,33 @@ pub(super) fn put_document(
     Ok((doc, owner))
 }
 
+/// Records keys to invalidate.
+pub(super) fn record_invalidations(
+    conn: &Connection,
+    keys: &[String],
+    at: OffsetDateTime,
+) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO hot_invalidations (cache_key, recorded_at) VALUES ($1, $2)")
+        .map_err(sql_err)?;
+    let at = ts(at)?;
+    for key in keys {
+        stmt.execute(params![key, at]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// Forgets invalidations carried out.
+pub(super) fn clear_invalidations(conn: &Connection, ids: &[i64]) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM hot_invalidations WHERE id = $1")
+        .map_err(sql_err)?;
+    for id in ids {
+        stmt.execute(params![id]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
 /// Appends fallback log rows.
 pub(super) fn record_fallbacks(conn: &Connection, rows: &[FallbackRecord]) -> Result<()> {
     let mut stmt = conn.prepare_cached(INSERT_FALLBACK).map_err(sql_err)?;

@@ -110,7 +110,7 @@ impl Flowstate {
             tracing::warn!(error = %e, "hot tier not reachable at startup; serving from the ledger until it is");
         }
         // Keys an earlier run (or another instance) could not write go before the first read.
-        sweep_once(&service.inner).await;
+        sweep_once(&service.inner, true).await;
         tokio::spawn(flush_fallbacks(Arc::downgrade(&service.inner)));
         tokio::spawn(sweep_invalidations(Arc::downgrade(&service.inner)));
         Ok(service)
@@ -214,7 +214,9 @@ impl Flowstate {
     ) {
         let Err(e) = fut.await else { return };
         self.hot_failure(op, &e);
-        if let HotError::Unwritten { keys, .. } = &e {
+        if let HotError::Unwritten { keys, .. } = &e
+            && !keys.is_empty()
+        {
             match self
                 .ledger()
                 .record_invalidations(keys, crate::flows::now())
@@ -325,25 +327,36 @@ impl Flowstate {
 }
 
 /// Carries out the ledger's recorded invalidations every [`INVALIDATION_SWEEP_EVERY`] while
-/// the hot tier is up; ends with the service. Each instance deletes what the others recorded,
-/// too: keys recorded by an instance whose own breaker is still open are otherwise served
-/// stale by the others (for at most one period).
+/// the hot tier is up; ends with the service. Each instance deletes what the others recorded
+/// too: their keys would otherwise be served stale here while their own breakers stay open.
 async fn sweep_invalidations(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(INVALIDATION_SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        sweep_once(&inner).await;
+        sweep_once(&inner, false).await;
     }
 }
 
-/// Deletes every recorded key from the hot tier and forgets it, a chunk at a time. While the
-/// hot tier is unreachable the keys stay recorded, and the tier holds them as dirty: its
-/// recovery deletes them before it serves again.
-async fn sweep_once(inner: &Inner) {
+/// Deletes every recorded key from a shared hot tier that is up, a chunk at a time, and
+/// forgets the rows recorded more than a grace period ago: until then each sweep deletes the
+/// key again, in case a write sent before Redis became unreachable lands late.
+///
+/// While the tier is down, the process that recorded a key holds it as dirty itself, and its
+/// recovery deletes it before serving. At `startup` (a process that recorded keys may have
+/// died) a tier that is down is handed every recorded key as dirty instead; later sweeps skip
+/// a tier that is down, so as not to keep its recovery from ever finishing.
+async fn sweep_once(inner: &Inner, startup: bool) {
+    if !inner.hot.shared() {
+        return;
+    }
+    let grace = (inner.config.redis.command_timeout() * 2).max(Duration::from_secs(1));
     let mut after = 0;
     loop {
+        if inner.hot.stats().breaker_open && !startup {
+            return;
+        }
         let pending = match inner
             .ledger
             .pending_invalidations(after, INVALIDATION_CHUNK)
@@ -356,24 +369,43 @@ async fn sweep_once(inner: &Inner) {
                 return;
             }
         };
-        let (ids, mut keys): (Vec<i64>, Vec<String>) = pending.into_iter().unzip();
-        after = ids.iter().copied().max().unwrap_or(after);
+        after = pending.last().map_or(after, |p| p.id);
+        let mut keys: Vec<String> = pending.iter().map(|p| p.cache_key.clone()).collect();
         keys.sort_unstable();
         keys.dedup();
         match inner.hot.invalidate(&keys).await {
-            Ok(()) => match inner.ledger.clear_invalidations(&ids).await {
-                Ok(()) => {
-                    metrics::counter!("flowstate_hot_invalidations_done_total")
-                        .increment(ids.len() as u64);
-                    tracing::info!(keys = keys.len(), "invalidated keys recorded in the ledger");
+            Ok(()) => {}
+            // Now dirty in the tier, deleted by its recovery; the rows stay for a later sweep.
+            Err(HotError::Unwritten { .. }) if startup => {
+                if pending.len() < INVALIDATION_CHUNK as usize {
+                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot forget carried-out invalidations"),
-            },
-            // Marked dirty in the tier; recorded rows stay until a sweep succeeds.
-            Err(HotError::Unwritten { .. }) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot invalidate recorded keys yet"),
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, keys = keys.len(), "cannot invalidate recorded keys yet");
+                return;
+            }
         }
-        if ids.len() < INVALIDATION_CHUNK as usize {
+        let settled = crate::flows::now() - grace;
+        let done: Vec<i64> = pending
+            .iter()
+            .filter(|p| p.recorded_at < settled)
+            .map(|p| p.id)
+            .collect();
+        if !done.is_empty() {
+            if let Err(e) = inner.ledger.clear_invalidations(&done).await {
+                tracing::warn!(error = %e, "cannot forget carried-out invalidations");
+                return;
+            }
+            metrics::counter!("flowstate_hot_invalidations_done_total")
+                .increment(done.len() as u64);
+            tracing::info!(
+                rows = done.len(),
+                "carried out invalidations recorded in the ledger"
+            );
+        }
+        if pending.len() < INVALIDATION_CHUNK as usize {
             return;
         }
     }

@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, RedisServer, TestApp, spawn_app_from, spawn_app_with};
+use crate::helpers::{Backend, RedisServer, TcpProxy, TestApp, spawn_app_from, spawn_app_with};
 
 const FLOWS: usize = 8;
 
@@ -212,13 +212,33 @@ async fn redis_hung_then_resumed_serves_no_stale_read() {
     assert!(!fallback_rows(&app).await.is_empty());
 }
 
-/// The keys a write could not reach while Redis hung are not only in the writing process's
-/// memory: the ledger has them too, so a process that dies before Redis comes back cannot
-/// leave a stale value to be read by the next one.
-#[tokio::test]
-async fn keys_stale_when_a_process_dies_are_invalidated_by_the_next_one() {
+/// Rows of `hot_invalidations` in the app's ledger.
+async fn recorded_invalidations(app: &TestApp) -> i64 {
+    let sql = "SELECT COUNT(*) FROM hot_invalidations";
+    let url = &app.config.database.url;
+    if url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+    }
+}
+
+/// The keys a write could not reach are not only in the writing process's memory: the ledger
+/// has them too, so a process that dies before it can reach Redis again cannot leave a stale
+/// value to be read by the next one.
+async fn keys_left_stale_by_a_dead_process_are_invalidated_by_the_next_one(backend: Backend) {
     let redis = RedisServer::start().await;
-    let first = app_on(&redis).await;
+    // The first process reaches Redis through a proxy that the test cuts for good: it never
+    // gets to clean up after itself.
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let first = spawn_app_with(backend, |c| {
+        c.redis.url = Some(format!("redis://127.0.0.1:{}/0", proxy.port));
+        c.redis.command_timeout_ms = 200;
+        c.redis.connect_timeout_ms = 200;
+    })
+    .await;
     first
         .register(json!({"flow_id": "f", "flow_type": "t"}))
         .await;
@@ -233,22 +253,15 @@ async fn keys_stale_when_a_process_dies_are_invalidated_by_the_next_one() {
         1
     );
 
-    // A read times out and opens the breaker, so the write below is never sent (a write that
-    // times out may still land once Redis resumes).
-    redis.pause();
-    assert!(
-        first
-            .get("/v1/flows/f")
-            .await
-            .headers
-            .contains_key("flowstate-degraded")
-    );
+    proxy.cut();
     let written = first.send(put(&first, 2)).await;
     assert_eq!(written.status, StatusCode::OK, "{}", written.body);
-    let (config, files) = first.crash().await;
-    redis.resume();
+    assert!(written.headers.contains_key("flowstate-degraded"));
+    assert!(recorded_invalidations(&first).await > 0, "recorded");
+    let (mut config, files) = first.crash().await;
 
-    // Redis still holds round 1; the new process must not serve it.
+    // Redis still holds round 1; the next process must not serve it.
+    config.redis.url = Some(redis.url());
     let second = spawn_app_from(config, files).await;
     let state = second.get("/v1/flows/f/state").await;
     assert_eq!(state.body["state"]["round"], 2, "{}", state.body);
@@ -256,4 +269,24 @@ async fn keys_stale_when_a_process_dies_are_invalidated_by_the_next_one() {
         !state.headers.contains_key("flowstate-degraded"),
         "served by a healthy hot tier"
     );
+    // Once settled, the record is gone.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while recorded_invalidations(&second).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "rows never cleared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        second.get("/v1/flows/f/state").await.body["state"]["round"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn keys_left_stale_by_a_dead_process_sqlite() {
+    keys_left_stale_by_a_dead_process_are_invalidated_by_the_next_one(Backend::RedisSqlite).await;
+}
+
+#[tokio::test]
+async fn keys_left_stale_by_a_dead_process_postgres() {
+    keys_left_stale_by_a_dead_process_are_invalidated_by_the_next_one(Backend::RedisPostgres).await;
 }

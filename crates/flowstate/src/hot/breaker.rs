@@ -67,14 +67,17 @@ impl Breaker {
         !self.is_open()
     }
 
-    /// Whether a write may go to Redis; when not, its keys are marked dirty.
-    pub fn admit_write(&self, keys: impl FnOnce() -> Vec<String>) -> bool {
+    /// Whether a write may go to Redis; when not, its keys are marked dirty and those not
+    /// dirty already are returned (the caller records them once, not once per write).
+    pub fn admit_write(&self, keys: impl FnOnce() -> Vec<String>) -> Result<(), Vec<String>> {
         let mut dirty = self.lock();
         if self.is_open() {
-            dirty.extend(keys());
-            false
+            Err(keys()
+                .into_iter()
+                .filter(|k| dirty.insert(k.clone()))
+                .collect())
         } else {
-            true
+            Ok(())
         }
     }
 
@@ -83,11 +86,16 @@ impl Breaker {
         self.read_failures.store(0, Ordering::Relaxed);
     }
 
-    /// A write failed: its keys may hold anything now, so mark them and open.
-    pub fn write_failed(&self, keys: Vec<String>) {
+    /// A write failed: its keys may hold anything now, so mark them and open. Returns the
+    /// keys that were not dirty already.
+    pub fn write_failed(&self, keys: Vec<String>) -> Vec<String> {
         let mut dirty = self.lock();
-        dirty.extend(keys);
+        let new = keys
+            .into_iter()
+            .filter(|k| dirty.insert(k.clone()))
+            .collect();
         self.trip();
+        new
     }
 
     /// A read failed because Redis is unreachable or slow; `timeout` opens at once.
@@ -153,7 +161,7 @@ mod tests {
         assert!(b.is_open(), "a timeout opens at once");
 
         let b = Breaker::default();
-        b.write_failed(vec!["k".into()]);
+        assert_eq!(b.write_failed(vec!["k".into()]), ["k"]);
         assert!(b.is_open());
         assert_eq!(b.dirty_len(), 1);
     }
@@ -162,20 +170,21 @@ mod tests {
     fn closes_only_when_everything_written_meanwhile_was_invalidated() {
         let b = Breaker::default();
         b.write_failed(vec!["a".into()]);
-        assert!(
-            !b.admit_write(|| vec!["b".into()]),
-            "open: writes are skipped"
+        assert_eq!(
+            b.admit_write(|| vec!["a".into(), "b".into()]),
+            Err(vec!["b".to_string()]),
+            "open: writes are skipped, and only keys not dirty yet are new"
         );
         assert!(!b.admit_read());
         let mut taken = b.take_dirty();
         taken.sort();
         assert_eq!(taken, ["a", "b"]);
         // A write skipped while the prober was invalidating keeps it open.
-        assert!(!b.admit_write(|| vec!["c".into()]));
+        assert!(b.admit_write(|| vec!["c".into()]).is_err());
         assert!(!b.try_close());
         assert_eq!(b.take_dirty(), ["c"]);
         assert!(b.try_close());
-        assert!(b.admit_read() && b.admit_write(Vec::new));
+        assert!(b.admit_read() && b.admit_write(Vec::new).is_ok());
         assert_eq!(b.opened_total(), 1);
     }
 }

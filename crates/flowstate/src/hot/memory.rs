@@ -311,11 +311,6 @@ impl HotTier for MemoryHot {
         Ok(())
     }
 
-    /// Nothing to do: this tier never misses a write, and starts empty.
-    async fn invalidate(&self, _keys: &[String]) -> HotResult<()> {
-        Ok(())
-    }
-
     async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {
         self.flows.invalidate(flow_id);
         if let Some((kind, name)) = document {

@@ -54,12 +54,13 @@ pub enum HotError {
         /// What was wrong with it.
         reason: String,
     },
-    /// A write did not reach these keys, which may now hold stale values: the tier deletes
-    /// them before it serves again, and the caller records them in the ledger so that a crash,
-    /// or another instance, cannot skip that.
-    #[error("{source} (keys not written: {})", keys.len())]
+    /// A write did not reach its keys, which may now hold stale values: the tier deletes them
+    /// before it serves again, and the caller records them in the ledger so that a crash, or
+    /// another instance, cannot skip that.
+    #[error("{source} (keys newly stale: {})", keys.len())]
     Unwritten {
-        /// Keys to invalidate.
+        /// Keys to invalidate that this tier did not hold as stale already (those were
+        /// recorded by an earlier write).
         keys: Vec<String>,
         /// Why the write did not happen.
         source: Box<HotError>,
@@ -198,9 +199,18 @@ pub trait HotTier: Send + Sync + 'static {
     /// Bytes used by each of a flow's keys (absent keys omitted), named as in Redis.
     async fn memory(&self, keys: &FlowKeys) -> HotResult<BTreeMap<String, u64>>;
 
-    /// Deletes `keys` (recorded invalidations, see [`HotError::Unwritten`]); a failure leaves
-    /// them to the tier's own recovery.
-    async fn invalidate(&self, keys: &[String]) -> HotResult<()>;
+    /// Whether other processes share this tier (Redis), so that invalidations recorded in
+    /// the ledger concern it. An in-process tier starts empty and never misses a write.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Deletes `keys` (recorded invalidations, see [`HotError::Unwritten`]) and starts a new
+    /// [`HotTier::epoch`], so that no repopulation read before can land after. Only asked of
+    /// a [`HotTier::shared`] tier.
+    async fn invalidate(&self, _keys: &[String]) -> HotResult<()> {
+        Ok(())
+    }
 
     /// Drops a flow's cached record and, when given, one of its documents, whatever their
     /// versions (used when a ledger write's outcome is unknown).

@@ -93,6 +93,8 @@ struct Core {
     probe_max_delay: Duration,
     /// Set when the tier is dropped, so the prober ends.
     closed: AtomicBool,
+    /// Recorded invalidations carried out (see [`HotTier::invalidate`]); part of the epoch.
+    invalidations: AtomicU64,
 }
 
 /// Whether an error means Redis is unreachable or too slow (as opposed to an error reply).
@@ -134,8 +136,8 @@ impl Core {
             keys,
             source: Box::new(source),
         };
-        if !self.breaker.admit_write(|| keys.clone()) {
-            return Err(unwritten(keys, HotError::Unavailable));
+        if let Err(new) = self.breaker.admit_write(|| keys.clone()) {
+            return Err(unwritten(new, HotError::Unavailable));
         }
         match self.run(pipe, scripts).await {
             Ok(()) => {
@@ -143,8 +145,8 @@ impl Core {
                 Ok(())
             }
             Err(e) if unavailable(&e) => {
-                self.breaker.write_failed(keys.clone());
-                Err(unwritten(keys, e.into()))
+                let new = self.breaker.write_failed(keys);
+                Err(unwritten(new, e.into()))
             }
             Err(e) => {
                 // Redis answered with an error (a foreign value of the wrong type at our key,
@@ -154,8 +156,8 @@ impl Core {
                     del.del(key).ignore();
                 }
                 if self.run(&del, &[]).await.is_err() {
-                    self.breaker.write_failed(keys.clone());
-                    return Err(unwritten(keys, e.into()));
+                    let new = self.breaker.write_failed(keys);
+                    return Err(unwritten(new, e.into()));
                 }
                 Err(e.into())
             }
@@ -217,9 +219,13 @@ impl Core {
         }
     }
 
-    /// Deletes every dirty key, then closes the breaker; false if Redis failed meanwhile.
+    /// Deletes every dirty key, then closes the breaker; false if Redis failed meanwhile, or
+    /// the tier was dropped (nobody is left to serve).
     async fn recover(&self) -> bool {
         loop {
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
             let keys = self.breaker.take_dirty();
             for (i, chunk) in keys.chunks(500).enumerate() {
                 let mut pipe = ::redis::pipe();
@@ -291,6 +297,7 @@ impl RedisHot {
             probe_max_delay: Duration::from_millis(cfg.reconnect_max_delay_ms)
                 .min(Duration::from_secs(5)),
             closed: AtomicBool::new(false),
+            invalidations: AtomicU64::new(0),
         });
         tokio::spawn(probe_loop(
             Arc::downgrade(&core),
@@ -350,7 +357,7 @@ impl HotTier for RedisHot {
     }
 
     fn epoch(&self) -> u64 {
-        self.core.breaker.opened_total()
+        self.core.breaker.opened_total() + self.core.invalidations.load(Ordering::Acquire)
     }
 
     fn stats(&self) -> HotStats {
@@ -658,7 +665,14 @@ impl HotTier for RedisHot {
         self.core.write(&pipe, &[], vec![key]).await
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn invalidate(&self, keys: &[String]) -> HotResult<()> {
+        // A new epoch first: a repopulation whose ledger read predates this must not land
+        // after the delete.
+        self.core.invalidations.fetch_add(1, Ordering::AcqRel);
         let mut pipe = ::redis::pipe();
         for chunk in keys.chunks(500) {
             pipe.del(chunk).ignore();

@@ -125,8 +125,8 @@ pub trait Ledger: Send + Sync + 'static {
     /// Records hot-tier keys a write could not reach, to delete before Redis serves them again.
     async fn record_invalidations(&self, keys: &[String], at: OffsetDateTime) -> Result<()>;
 
-    /// Up to `limit` recorded invalidations with ids above `after`, oldest first: (id, key).
-    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>>;
+    /// Up to `limit` recorded invalidations with ids above `after`, oldest first.
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<Invalidation>>;
 
     /// Forgets invalidations that have been carried out.
     async fn clear_invalidations(&self, ids: &[i64]) -> Result<()>;
@@ -382,9 +382,20 @@ const INSERT_FALLBACK: &str = "INSERT INTO redis_fallback_log \
      (service, operation, reason, fallback_source, timestamp, count, context) \
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
+/// A hot-tier key recorded as possibly stale.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Invalidation {
+    /// Row id (increasing).
+    pub id: i64,
+    /// The key.
+    pub cache_key: String,
+    /// When the write that missed it happened.
+    pub recorded_at: OffsetDateTime,
+}
+
 /// SQL of the oldest recorded invalidations.
-const PENDING_INVALIDATIONS: &str =
-    "SELECT id, cache_key FROM hot_invalidations WHERE id > $1 ORDER BY id LIMIT $2";
+const PENDING_INVALIDATIONS: &str = "SELECT id, cache_key, recorded_at FROM hot_invalidations \
+     WHERE id > $1 ORDER BY id LIMIT $2";
 
 /// SQL of the newest fallback log rows.
 const LIST_FALLBACKS: &str = "SELECT id, service, operation, reason, fallback_source, timestamp, \

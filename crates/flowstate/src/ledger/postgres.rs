@@ -19,9 +19,9 @@ use super::postgres_batch::{
     Batcher, DocumentReq, Documents, Registrations, TransitionReq, Transitions,
 };
 use super::{
-    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, LIST_DOCUMENTS, LIST_FALLBACKS,
-    Ledger, PENDING_INVALIDATIONS, TakenSnapshot, TransitionRow, attach_documents, delete_error,
-    delete_statements, flow_columns, insert_fallback, push_filters, subtree,
+    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, Invalidation, LIST_DOCUMENTS,
+    LIST_FALLBACKS, Ledger, PENDING_INVALIDATIONS, TakenSnapshot, TransitionRow, attach_documents,
+    delete_error, delete_statements, flow_columns, insert_fallback, push_filters, subtree,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document, Owner};
@@ -548,7 +548,7 @@ impl Ledger for PostgresLedger {
         Ok(())
     }
 
-    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<Invalidation>> {
         Ok(sqlx::query_as(PENDING_INVALIDATIONS)
             .bind(after)
             .bind(i64::from(limit))

@@ -19,9 +19,9 @@ use time::OffsetDateTime;
 
 use super::sqlite_writer::{self as write, Writer};
 use super::{
-    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, GET_SNAPSHOT, LIST_DOCUMENTS,
-    LIST_FALLBACKS, Ledger, PENDING_INVALIDATIONS, SnapshotRow, TakenSnapshot, TransitionRow,
-    flow_columns, push_filters,
+    DeletedFlow, DocumentRow, FallbackRow, FlowRow, GET_DOCUMENT, GET_SNAPSHOT, Invalidation,
+    LIST_DOCUMENTS, LIST_FALLBACKS, Ledger, PENDING_INVALIDATIONS, SnapshotRow, TakenSnapshot,
+    TransitionRow, flow_columns, push_filters,
 };
 use crate::config::DatabaseConfig;
 use crate::documents::{DocKind, Document, Owner};
@@ -270,7 +270,7 @@ impl Ledger for SqliteLedger {
             .await
     }
 
-    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<(i64, String)>> {
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<Invalidation>> {
         Ok(sqlx::query_as(PENDING_INVALIDATIONS)
             .bind(after)
             .bind(i64::from(limit))

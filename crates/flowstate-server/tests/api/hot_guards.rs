@@ -150,6 +150,10 @@ async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
             "deleted",
             "{tier}: nor a late registration of the deleted flow"
         );
+        // Forgetting (a ledger write of unknown outcome) drops records, not tombstones.
+        hot.forget("f", None).await.unwrap();
+        hot.cache_flow(&flow(1, 3, "done")).await.unwrap();
+        assert_eq!(cached(hot).await, "deleted", "{tier}");
         hot.register_flow(&flow(2, 1, "initializing"))
             .await
             .unwrap();
@@ -158,6 +162,8 @@ async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
             "2/1 initializing",
             "{tier}: a new registration of the id can"
         );
+        hot.forget("f", None).await.unwrap();
+        assert_eq!(cached(hot).await, "missing", "{tier}");
     }
 }
 

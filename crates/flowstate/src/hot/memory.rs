@@ -312,7 +312,12 @@ impl HotTier for MemoryHot {
     }
 
     async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {
-        self.flows.invalidate(flow_id);
+        // A tombstone stays: it still keeps late writes about the deleted flow out.
+        self.with_flow(flow_id, |current| match current {
+            Some(cur) if cur.value.is_none() => Op::Nop,
+            Some(_) => Op::Remove,
+            None => Op::Nop,
+        });
         if let Some((kind, name)) = document {
             self.documents
                 .invalidate(&(kind, flow_id.to_string(), name.to_string()));

@@ -55,6 +55,10 @@ const PUT_SNAPSHOT_SRC: &str = concat!(
     include_str!("scripts/flow_order.lua"),
     include_str!("scripts/put_snapshot.lua")
 );
+const FORGET_SRC: &str = concat!(
+    include_str!("scripts/flow_order.lua"),
+    include_str!("scripts/forget.lua")
+);
 /// Every script, for loading them all up front.
 const SCRIPTS: &[&str] = &[
     PUT_FLOW_SRC,
@@ -62,12 +66,14 @@ const SCRIPTS: &[&str] = &[
     PUT_DOCUMENT_SRC,
     REMOVE_FLOW_SRC,
     PUT_SNAPSHOT_SRC,
+    FORGET_SRC,
 ];
 static PUT_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_FLOW_SRC));
 static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_TRANSITION_SRC));
 static PUT_DOCUMENT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOCUMENT_SRC));
 static REMOVE_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE_FLOW_SRC));
 static PUT_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SNAPSHOT_SRC));
+static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_SRC));
 
 /// Version written into tombstones: above any real flow version, exact as a Lua number.
 const TOMBSTONE_VERSION: i64 = 1 << 53;
@@ -681,11 +687,18 @@ impl HotTier for RedisHot {
     }
 
     async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {
-        let mut keys = vec![self.keys.flow(flow_id)];
-        keys.extend(document.map(|(kind, name)| self.keys.document(kind, flow_id, name)));
+        let flow = self.keys.flow(flow_id);
+        let document = document.map(|(kind, name)| self.keys.document(kind, flow_id, name));
         let mut pipe = ::redis::pipe();
-        pipe.del(&keys).ignore();
-        self.core.write(&pipe, &[], keys).await
+        pipe.cmd("EVALSHA")
+            .arg(FORGET.get_hash())
+            .arg(2)
+            .arg(&flow)
+            .arg(document.as_ref().unwrap_or(&flow))
+            .ignore();
+        let mut keys = vec![flow];
+        keys.extend(document);
+        self.core.write(&pipe, &[FORGET_SRC], keys).await
     }
 
     async fn memory(&self, flow: &FlowKeys) -> HotResult<BTreeMap<String, u64>> {

@@ -51,21 +51,31 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    // The load generator shares the machine with the server it measures: one thread drives
-    // hundreds of connections and leaves the other cores to the server.
-    let runtime = match &cli.command {
+    let mut config = None;
+    let mut runtime = match &cli.command {
+        // The load generator shares the machine with the server it measures: one thread
+        // drives hundreds of connections and leaves the other cores to the server.
         Command::Bench(args) if !args.in_process => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
-    }
-    .enable_all()
-    .build()?;
-    runtime.block_on(run(cli))
+        Command::Health(_) | Command::Flows { .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Serve { .. } | Command::Migrate | Command::Bench(_) => {
+            let loaded = Config::load()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if loaded.worker_threads > 0 {
+                builder.worker_threads(loaded.worker_threads);
+            }
+            config = Some(loaded);
+            builder
+        }
+    };
+    let runtime = runtime.enable_all().build()?;
+    runtime.block_on(run(cli, config))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs `cli`; `config` is loaded already for the commands that need it.
+async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen } => {
-            let mut config = Config::load()?;
+            let mut config = config.map_or_else(Config::load, Ok)?;
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -79,8 +89,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run(shutdown_signal()).await?;
         }
         Command::Migrate => {
-            let config = Config::load()?;
-            Flowstate::open(config).await?;
+            Flowstate::open(config.map_or_else(Config::load, Ok)?).await?;
             println!("migrations applied");
         }
         Command::Health(target) => client::health(&target).await?,

@@ -29,6 +29,9 @@ pub struct Config {
     pub key_prefix: String,
     /// Largest accepted request body in bytes; larger ones get 413 (`FLOWSTATE_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Threads serving requests (`FLOWSTATE_WORKER_THREADS`); 0 means one per core. On a
+    /// machine shared with Redis or a load generator, fewer can be faster.
+    pub worker_threads: usize,
     /// The hot tier (Redis); absent or disabled means the in-process memory tier.
     pub redis: RedisConfig,
     /// The ledger (SQLite or PostgreSQL).
@@ -43,6 +46,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             key_prefix: String::new(),
             max_body_bytes: 1024 * 1024,
+            worker_threads: 0,
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
             ttl: TtlConfig::default(),
@@ -357,6 +361,12 @@ impl Config {
                 "DATABASE_URL: {db:?} must start with sqlite:, postgres:// or postgresql://"
             ));
         }
+        if self.worker_threads > 1024 {
+            return bad(format!(
+                "worker_threads ({}) must be at most 1024 (0: one per core)",
+                self.worker_threads
+            ));
+        }
         if self.database.max_connections == 0 {
             return bad("database.max_connections must be at least 1".into());
         }
@@ -495,6 +505,13 @@ mod tests {
             jail.set_env("FLOWSTATE_DATABASE__SQLITE_CHECKPOINT_KIB", "0");
             let err = Config::load_from(None).unwrap_err().to_string();
             assert!(err.contains("database.sqlite_checkpoint_kib"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FLOWSTATE_WORKER_THREADS", "5000");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("worker_threads"), "{err}");
             Ok(())
         });
     }

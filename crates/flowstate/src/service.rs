@@ -2,6 +2,9 @@
 //!
 //! The ledger is authoritative; the hot tier is an accelerator whose failures are logged and
 //! counted but never fail a request (writes already landed in the ledger, reads fall through).
+//! Keys a write could not reach are recorded in the ledger too (`hot_invalidations`), and every
+//! instance sweeps them out of Redis, so that neither a crash nor another instance's recovery
+//! can let a stale value be read.
 
 use std::cell::Cell;
 use std::future::Future;

@@ -64,6 +64,9 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// `REDIS_SSL_REQUIRED`: refuse any URL that is not `rediss://`.
     pub ssl_required: bool,
+    /// PEM file of the certificate authorities to trust for `rediss://` instead of the public
+    /// roots (a private CA). Certificates are verified either way.
+    pub ca_cert: Option<std::path::PathBuf>,
     /// `REDIS_MAX_CONNECTIONS`: upper bound on connections this instance opens to Redis.
     pub max_connections: u32,
     /// Multiplexed connections shared by all requests (each carries many requests at once).
@@ -85,6 +88,7 @@ impl Default for RedisConfig {
             enabled: None,
             url: None,
             ssl_required: false,
+            ca_cert: None,
             max_connections: 50,
             pool_size: 4,
             connect_timeout_ms: 5000,
@@ -333,6 +337,10 @@ impl Config {
         }
         if self.redis.ssl_required && self.redis.is_enabled() && !url.starts_with("rediss://") {
             return bad("REDIS_SSL_REQUIRED is true but REDIS_URL is not rediss://".into());
+        }
+        if self.redis.ca_cert.is_some() && self.redis.is_enabled() && !url.starts_with("rediss://")
+        {
+            return bad("redis.ca_cert is set but REDIS_URL is not rediss://".into());
         }
         if self.key_prefix.contains(['{', '}']) || self.key_prefix.len() > 64 {
             return bad(format!(

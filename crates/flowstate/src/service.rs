@@ -94,10 +94,7 @@ impl Flowstate {
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
             let keys = Keys::new(config.key_prefix.clone());
-            Box::new(
-                RedisHot::connect(&config.redis, keys, ttls)
-                    .map_err(|e| crate::Error::Config(format!("REDIS_URL: {e}")))?,
-            )
+            Box::new(RedisHot::connect(&config.redis, keys, ttls)?)
         } else {
             Box::new(MemoryHot::new(ttls))
         };

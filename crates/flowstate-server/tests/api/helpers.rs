@@ -121,8 +121,9 @@ pub async fn spawn_app_from(config: Config, tmp: tempfile::TempDir) -> TestApp {
     tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
+    // The test's own connection, for looking at keys (plain `redis://` only).
     let redis = match (config.redis.is_enabled(), &config.redis.url) {
-        (true, Some(url)) => Some(
+        (true, Some(url)) if url.starts_with("redis://") => Some(
             redis::Client::open(url.as_str())
                 .expect("redis url")
                 .get_multiplexed_async_connection()
@@ -245,33 +246,60 @@ pub struct RedisServer {
     child: Child,
 }
 
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn spawn_redis(args: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test.sh installs it)")
+}
+
 impl RedisServer {
     pub async fn start() -> RedisServer {
-        let port = StdListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        Self::start_on(port).await
+        Self::start_on(free_port()).await
+    }
+
+    /// A redis-server that speaks only TLS, with this certificate and key (PEM files).
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> RedisServer {
+        let port = free_port();
+        let child = spawn_redis(&[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert.display().to_string(),
+            "--tls-key-file",
+            &key.display().to_string(),
+            "--tls-auth-clients",
+            "no",
+        ]);
+        let server = RedisServer { port, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private TLS redis-server on port {port} did not come up");
     }
 
     /// A fresh (empty) redis-server on `port`, e.g. after [`RedisServer::kill`].
     pub async fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
+        let child = spawn_redis(&["--port", &port.to_string()]);
         let server = RedisServer { port, child };
         let client = redis::Client::open(server.url()).expect("url");
         for _ in 0..100 {

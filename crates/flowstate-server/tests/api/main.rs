@@ -18,4 +18,5 @@ mod memory;
 mod redis_layout;
 mod round_trips;
 mod snapshots;
+mod tls;
 mod transitions;

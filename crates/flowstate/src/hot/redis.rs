@@ -283,9 +283,29 @@ async fn probe_loop(core: Weak<Core>, wake: Arc<Notify>) {
 
 impl RedisHot {
     /// Sets up the connections without waiting for Redis: the service starts (and serves from
-    /// the ledger) even when Redis is down, and the connections come up when it does.
-    pub fn connect(cfg: &RedisConfig, keys: Keys, ttls: Ttls) -> HotResult<Self> {
-        let client = Client::open(cfg.effective_url())?;
+    /// the ledger) even when Redis is down, and the connections come up when it does. Errors
+    /// are configuration errors (a bad URL, an unreadable CA file).
+    pub fn connect(cfg: &RedisConfig, keys: Keys, ttls: Ttls) -> crate::Result<Self> {
+        let bad = |setting: &str, e: &dyn std::fmt::Display| {
+            crate::Error::Config(format!("{setting}: {e}"))
+        };
+        let client = match &cfg.ca_cert {
+            None => Client::open(cfg.effective_url()).map_err(|e| bad("REDIS_URL", &e))?,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    bad(
+                        "redis.ca_cert (FLOWSTATE_REDIS__CA_CERT)",
+                        &format!("{}: {e}", path.display()),
+                    )
+                })?;
+                let certificates = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(cfg.effective_url(), certificates)
+                    .map_err(|e| bad("redis.ca_cert (FLOWSTATE_REDIS__CA_CERT)", &e))?
+            }
+        };
         let manager_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout()))
             .set_response_timeout(Some(cfg.command_timeout()))
@@ -293,7 +313,8 @@ impl RedisHot {
             .set_max_delay(Duration::from_millis(cfg.reconnect_max_delay_ms));
         let conns = (0..cfg.pool_size)
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("REDIS_URL", &e))?;
         let core = Arc::new(Core {
             conns,
             next: AtomicUsize::new(0),

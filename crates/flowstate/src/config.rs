@@ -36,7 +36,7 @@ pub struct Config {
     pub redis: RedisConfig,
     /// The ledger (SQLite or PostgreSQL).
     pub database: DatabaseConfig,
-    /// Key lifetimes (DESIGN §3).
+    /// Key lifetimes (docs/redis-keys.md).
     pub ttl: TtlConfig,
 }
 
@@ -151,7 +151,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-/// Key lifetimes in seconds, with the reference's defaults (DESIGN §3).
+/// Key lifetimes in seconds, with the reference's defaults (docs/redis-keys.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TtlConfig {

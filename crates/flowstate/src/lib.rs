@@ -5,47 +5,34 @@
 //!
 //! # Layout
 //!
-//! Data lives in two tiers, each behind one narrow seam with one implementation per backend:
+//! Four layers, each importing only the ones below it (`tests/layers.rs` checks this):
 //!
-//! - [`ledger`]: the system of record ([`ledger::Ledger`]): SQLite (embedded default) or
-//!   PostgreSQL. Every write lands here first, in one transaction.
-//! - [`hot`]: the cache and coordination tier ([`hot::HotTier`]): in-process memory (embedded
-//!   default) or Redis 7. Reads go here first and fall through to the ledger.
-//!
-//! The domain modules sit above the seams and never talk to a backend directly:
-//!
-//! - [`flows`]: the flow registry (register, get, list, children, delete).
-//! - [`transitions`]: compare-and-set status transitions and their history.
-//! - [`state`], [`phases`], [`agents`]: a flow's state, phase states and per-flow agent
-//!   results, all [`documents`] (named JSON objects, written and read through).
-//! - [`snapshots`]: snapshots with lineage, restore and fork (time travel).
-//!
-//! Around them: [`config`] (one typed configuration, env + TOML), [`error`] (typed errors with
-//! stable codes), [`ids`] (strict id validation), [`keys`] (the Redis key layout) and [`ttl`]
-//! (TTLs with multiplier and jitter). [`Flowstate`] in [`service`] wires it all together.
+//! 1. [`model`]: plain domain types (flows, transitions, documents, snapshots, the journal) and
+//!    id rules. Beside it, [`error`] (typed errors with stable codes) and [`config`] (one typed
+//!    configuration: defaults, TOML, env).
+//! 2. The two tiers, each one narrow trait per capability with one folder per backend and one
+//!    file per capability in it; neither tier imports the other:
+//!    - [`ledger`]: the system of record ([`ledger::Ledger`]): SQLite (embedded default) or
+//!      PostgreSQL. Every write lands here first, in one transaction.
+//!    - [`hot`]: the cache and coordination tier ([`hot::HotTier`]): in-process memory
+//!      (embedded default) or Redis 7, with its key layout ([`hot::keys`]) and TTLs
+//!      ([`hot::ttl`]). Reads go here first and fall through to the ledger.
+//! 3. [`service`]: [`Flowstate`], the two tiers wired together with the degraded-mode rules,
+//!    one file per capability (flows, transitions, documents, snapshots, health, fallbacks,
+//!    invalidations).
+//! 4. HTTP, in the `flowstate-server` crate.
 
-pub mod agents;
 pub mod config;
-pub mod documents;
 pub mod error;
-pub mod fallbacks;
-pub mod flows;
 pub mod hot;
-pub mod ids;
-pub mod keys;
 pub mod ledger;
-pub mod phases;
+pub mod model;
 pub mod service;
-pub mod snapshots;
-pub mod state;
-pub mod transitions;
-pub mod ttl;
 
 pub use config::Config;
-pub use documents::{DocKind, Document, Owner};
 pub use error::{Error, Result};
-pub use fallbacks::FallbackRecord;
-pub use flows::{Flow, FlowFilter, FlowPage, NewFlow};
+pub use model::{
+    DocKind, Document, FallbackRecord, Flow, FlowFilter, FlowPage, ForkRequest, NewFlow, Owner,
+    Snapshot, Transition, TransitionRequest,
+};
 pub use service::{Flowstate, Health, track_degraded};
-pub use snapshots::{ForkRequest, Snapshot};
-pub use transitions::{Transition, TransitionRequest};

@@ -1,4 +1,4 @@
-//! Degraded mode (DESIGN §2): Redis killed or hung mid-workload. Every request still succeeds,
+//! Degraded mode (docs/degraded-mode.md): Redis killed or hung mid-workload. Every request still succeeds,
 //! every write stays readable, responses say they are degraded, fallbacks are logged, and when
 //! Redis is back no read is stale and the hot tier serves again.
 

@@ -4,10 +4,10 @@
 //! the same id. Each test plays the writes in the order a race would deliver them.
 
 use flowstate::config::TtlConfig;
+use flowstate::hot::keys::Keys;
+use flowstate::hot::ttl::Ttls;
 use flowstate::hot::{CachedFlow, HotTier, MemoryHot, RedisHot};
-use flowstate::keys::Keys;
-use flowstate::ledger::DeletedFlow;
-use flowstate::ttl::Ttls;
+use flowstate::model::DeletedFlow;
 use flowstate::{Config, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
 use crate::helpers::redis_url;

@@ -1,4 +1,4 @@
-//! The ledger unreachable (DESIGN §2): requests that need it answer 503 with `Retry-After`,
+//! The ledger unreachable (docs/degraded-mode.md): requests that need it answer 503 with `Retry-After`,
 //! nothing is half-applied in either tier, and service resumes when it is back.
 
 use std::time::Duration;

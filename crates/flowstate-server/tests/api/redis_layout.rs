@@ -1,6 +1,6 @@
-//! The Redis keys, types and TTLs of DESIGN §3, as an operator would find them.
+//! The Redis keys, types and TTLs of docs/redis-keys.md, as an operator would find them.
 
-use flowstate::ttl::Ttls;
+use flowstate::hot::ttl::Ttls;
 use redis::AsyncCommands;
 use serde_json::json;
 

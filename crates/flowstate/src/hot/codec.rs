@@ -5,10 +5,10 @@
 //! ```
 //!
 //! The codec byte is `j` (JSON), `x` (an invalidation marker: version only, see
-//! `scripts/put_document.lua`) or `z` (zstd-compressed JSON, used above
-//! [`COMPRESS_ABOVE`] bytes), so other codecs can be added without migrating data. DESIGN asks
-//! for compression above 1 KiB; we start at 256 bytes because Redis rounds every value up to an
-//! allocator size class, and measured on the reference's typical flow (1 KB phase states) this
+//! `redis/scripts/put_document.lua`) or `z` (zstd-compressed JSON, used above
+//! [`COMPRESS_ABOVE`] bytes), so other codecs can be added without migrating data. The
+//! reference compresses above 1 KiB; we start at 256 bytes because Redis rounds every value up
+//! to an allocator size class, and measured on the reference's typical flow (1 KB phase states) this
 //! is what brings a flow's footprint down (see the `memory` API test). The version
 //! is fixed-width decimal so a Lua script can read it with `string.sub` and refuse to replace a
 //! newer value with an older one.

@@ -1,9 +1,20 @@
-//! The hot-tier seam: cache, coordination and real time in front of the ledger.
+//! The hot tier: cache, coordination and real time in front of the ledger, behind one narrow
+//! trait per capability:
 //!
-//! [`HotTier`] speaks the domain, not Redis commands, so that each operation can be one round
+//! - [`FlowHot`]: cached flow records, the registry and hierarchy sets, the transitions stream;
+//! - [`DocumentHot`]: cached states, phase states and per-flow agent results;
+//! - [`SnapshotHot`]: cached snapshots and each flow's snapshot list;
+//! - [`EventHot`]: each flow's event stream.
+//!
+//! [`HotTier`] is their sum plus what the service needs of the tier as a whole (health,
+//! counters, epochs, invalidation). Each backend is a folder with one file per capability:
+//! `redis/` (Redis 7; its Lua scripts beside it in `redis/scripts/`) and `memory/` (in
+//! process). A new capability adds one trait here and one file per backend.
+//!
+//! The traits speak the domain, not Redis commands, so that each operation can be one round
 //! trip (a pipeline or a Lua script) on Redis and a plain map operation in memory. The hot tier
-//! is never the only copy of anything: every method here may fail (Redis down, timeout), and the
-//! callers in [`crate::flows`] and [`crate::transitions`] then serve from the ledger.
+//! is never the only copy of anything: every method here may fail (Redis down, timeout), and
+//! the service then serves from the ledger.
 //!
 //! Cached flow records carry their incarnation (the ledger's registration number) and version,
 //! and a write never replaces a later (incarnation, version): a slow cache repopulation cannot
@@ -14,19 +25,17 @@
 
 pub mod breaker;
 pub mod codec;
+pub mod keys;
 mod memory;
 mod redis;
+pub mod ttl;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::documents::{DocKind, Document, Owner};
-use crate::flows::Flow;
-use crate::ledger::DeletedFlow;
-use crate::snapshots::Snapshot;
-use crate::transitions::Transition;
+use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
 pub use self::memory::MemoryHot;
 pub use self::redis::RedisHot;
@@ -109,7 +118,7 @@ pub struct FlowKeys {
 }
 
 /// Counters a hot tier keeps about itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct HotStats {
     /// Network round trips to Redis (a pipeline or a script counts once); 0 for memory.
     pub round_trips: u64,
@@ -121,9 +130,88 @@ pub struct HotStats {
     pub dirty_keys: u64,
 }
 
-/// The operations of the hot tier.
+/// Cached flow records (the reference's orchestrator keys) and the transitions stream.
 #[async_trait]
-pub trait HotTier: Send + Sync + 'static {
+pub trait FlowHot: Send + Sync + 'static {
+    /// Caches a newly registered flow (replacing the tombstone of an earlier incarnation), adds
+    /// it to the registry and to its parent's children.
+    async fn register_flow(&self, flow: &Flow) -> HotResult<()>;
+
+    /// Caches a flow read from the ledger, unless a newer version is cached already.
+    async fn cache_flow(&self, flow: &Flow) -> HotResult<()>;
+
+    /// The cached flow record.
+    async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow>;
+
+    /// Appends a transition to the flow's transitions stream and caches the updated flow
+    /// (unless a newer version is cached already).
+    async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()>;
+
+    /// Forgets deleted flows: tombstones their records, removes them from the registry and the
+    /// hierarchy, drops their transitions streams and documents.
+    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()>;
+
+    /// Drops a flow's cached record and, when given, one of its documents, whatever their
+    /// versions (used when a ledger write's outcome is unknown).
+    async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()>;
+}
+
+/// Cached documents: states, phase states, per-flow agent results.
+#[async_trait]
+pub trait DocumentHot: Send + Sync + 'static {
+    /// Caches a document unless a newer version is cached or its `owner`'s incarnation has
+    /// ended (the flow was deleted, or deleted and registered again). The owner's status picks
+    /// the state TTL; `fresh` marks a new write (which indexes the document and, for a phase,
+    /// invalidates the flow's cached state) as opposed to a repopulation after a miss.
+    async fn put_document(
+        &self,
+        kind: DocKind,
+        doc: &Document,
+        owner: &Owner,
+        fresh: bool,
+    ) -> HotResult<()>;
+
+    /// The cached document, if any.
+    async fn get_document(
+        &self,
+        kind: DocKind,
+        flow_id: &str,
+        name: &str,
+    ) -> HotResult<Option<Document>>;
+}
+
+/// Cached snapshots.
+#[async_trait]
+pub trait SnapshotHot: Send + Sync + 'static {
+    /// Caches a snapshot unless its `owner`'s incarnation has ended; a `fresh` one is also
+    /// pushed on the flow's snapshot list, whose `evicted` ids are dropped.
+    async fn put_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        evicted: &[String],
+        owner: &Owner,
+        fresh: bool,
+    ) -> HotResult<()>;
+
+    /// The cached snapshot, if any.
+    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>>;
+}
+
+/// Each flow's event stream.
+#[async_trait]
+pub trait EventHot: Send + Sync + 'static {
+    /// Appends an event to the flow's event stream.
+    async fn append_event(
+        &self,
+        flow_id: &str,
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> HotResult<()>;
+}
+
+/// The whole hot tier: every capability, plus what the service needs of the tier itself.
+#[async_trait]
+pub trait HotTier: FlowHot + DocumentHot + SnapshotHot + EventHot {
     /// Backend name for health output (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 
@@ -145,57 +233,6 @@ pub trait HotTier: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Caches a newly registered flow (replacing the tombstone of an earlier incarnation), adds
-    /// it to the registry and to its parent's children.
-    async fn register_flow(&self, flow: &Flow) -> HotResult<()>;
-
-    /// Caches a flow read from the ledger, unless a newer version is cached already.
-    async fn cache_flow(&self, flow: &Flow) -> HotResult<()>;
-
-    /// The cached flow record.
-    async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow>;
-
-    /// Appends a transition to the flow's transitions stream and caches the updated flow
-    /// (unless a newer version is cached already).
-    async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()>;
-
-    /// Forgets deleted flows: tombstones their records, removes them from the registry and the
-    /// hierarchy, drops their transitions streams and documents.
-    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()>;
-
-    /// Caches a document unless a newer version is cached or its `owner`'s incarnation has
-    /// ended (the flow was deleted, or deleted and registered again). The owner's status picks
-    /// the state TTL; `fresh` marks a new write (which indexes the document and, for a phase,
-    /// invalidates the flow's cached state) as opposed to a repopulation after a miss.
-    async fn put_document(
-        &self,
-        kind: DocKind,
-        doc: &Document,
-        owner: &Owner,
-        fresh: bool,
-    ) -> HotResult<()>;
-
-    /// The cached document, if any.
-    async fn get_document(
-        &self,
-        kind: DocKind,
-        flow_id: &str,
-        name: &str,
-    ) -> HotResult<Option<Document>>;
-
-    /// Caches a snapshot unless its `owner`'s incarnation has ended; a `fresh` one is also
-    /// pushed on the flow's snapshot list, whose `evicted` ids are dropped.
-    async fn put_snapshot(
-        &self,
-        snapshot: &Snapshot,
-        evicted: &[String],
-        owner: &Owner,
-        fresh: bool,
-    ) -> HotResult<()>;
-
-    /// The cached snapshot, if any.
-    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>>;
-
     /// Bytes used by each of a flow's keys (absent keys omitted), named as in Redis.
     async fn memory(&self, keys: &FlowKeys) -> HotResult<BTreeMap<String, u64>>;
 
@@ -211,16 +248,4 @@ pub trait HotTier: Send + Sync + 'static {
     async fn invalidate(&self, _keys: &[String]) -> HotResult<()> {
         Ok(())
     }
-
-    /// Drops a flow's cached record and, when given, one of its documents, whatever their
-    /// versions (used when a ledger write's outcome is unknown).
-    async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()>;
-
-    /// Appends an event to the flow's event stream.
-    async fn append_event(
-        &self,
-        flow_id: &str,
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> HotResult<()>;
 }

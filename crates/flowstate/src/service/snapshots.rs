@@ -1,50 +1,15 @@
-//! Snapshots of a flow's state (reference §1.3 `save_state_snapshot`), with lineage and time
-//! travel: each snapshot records the snapshot the flow's state descended from
-//! (`parent_snapshot_id`), a flow can be rolled back to a snapshot (restore) or branched from it
-//! into a new child flow (fork), as LangGraph and CrewAI users expect. The newest
+//! Snapshots with lineage and time travel (reference §1.3 `save_state_snapshot`): take, read,
+//! list, restore (roll the flow's state back, emitting `STATE_RESTORED`) and fork (a new child
+//! flow whose state starts from the snapshot), as LangGraph and CrewAI users expect. The newest
 //! [`KEEP_SNAPSHOTS`] per flow are kept, in both tiers.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use time::OffsetDateTime;
 
-use crate::documents::{DocKind, Document, Owner};
+use super::Flowstate;
 use crate::error::{Error, Result};
-use crate::flows::{self, Flow, INITIAL_STATUS};
-use crate::ids;
-use crate::service::Flowstate;
-
-/// The snapshot id that would collide with the list key `flow:snapshots:{id}:list`.
-pub const RESERVED_SNAPSHOT_ID: &str = "list";
-
-/// Snapshots kept per flow (the reference's `LTRIM 0 9`).
-pub const KEEP_SNAPSHOTS: u32 = 10;
-
-/// A stored snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
-    /// The flow it belongs to.
-    pub flow_id: String,
-    /// Its id (given, or a generated UUIDv7).
-    pub snapshot_id: String,
-    /// The snapshot the flow's state descended from when this one was taken.
-    pub parent_snapshot_id: Option<String>,
-    /// The state captured.
-    pub state: Map<String, Value>,
-    /// When it was taken.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-/// What a caller supplies to fork a flow from a snapshot.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForkRequest {
-    /// Id of the new flow (generated when absent).
-    pub flow_id: Option<String>,
-    /// Type of the new flow (the source flow's when absent).
-    pub flow_type: Option<String>,
-}
+use crate::model::flows::INITIAL_STATUS;
+use crate::model::snapshots::{KEEP_SNAPSHOTS, RESERVED_SNAPSHOT_ID};
+use crate::model::{DocKind, Document, Flow, ForkRequest, Owner, Snapshot, ids, now};
 
 impl Flowstate {
     /// Takes a snapshot of `state`; older snapshots beyond [`KEEP_SNAPSHOTS`] are dropped.
@@ -74,7 +39,7 @@ impl Flowstate {
         self.detached(async move {
             let taken = this
                 .ledger()
-                .create_snapshot(&flow_id, &snapshot_id, &state, flows::now(), KEEP_SNAPSHOTS)
+                .create_snapshot(&flow_id, &snapshot_id, &state, now(), KEEP_SNAPSHOTS)
                 .await?;
             this.hot_write(
                 "snapshots.create",
@@ -136,7 +101,7 @@ impl Flowstate {
         ids::validate("snapshot_id", snapshot_id)?;
         let written = self
             .ledger()
-            .restore_snapshot(flow_id, snapshot_id, flows::now())
+            .restore_snapshot(flow_id, snapshot_id, now())
             .await;
         let (flow, state) = self
             .unless_unknown(written, flow_id, Some((DocKind::State, "")))
@@ -175,7 +140,7 @@ impl Flowstate {
         if let Some(t) = &req.flow_type {
             ids::validate("flow_type", t)?;
         }
-        let at = flows::now();
+        let at = now();
         let mut metadata = Map::new();
         metadata.insert(
             "forked_from".into(),

@@ -4,6 +4,7 @@
 use rand::Rng;
 
 use crate::config::TtlConfig;
+use crate::model::DocKind;
 
 /// Computes effective TTLs from the configuration.
 #[derive(Debug, Clone)]
@@ -68,8 +69,7 @@ impl Ttls {
 
     /// A document of `kind` named `name` on a flow in `flow_status`: the state by status, a
     /// phase by its name, agent results by whether the agent is an analyzer.
-    pub fn document(&self, kind: crate::documents::DocKind, name: &str, flow_status: &str) -> u64 {
-        use crate::documents::DocKind;
+    pub fn document(&self, kind: DocKind, name: &str, flow_status: &str) -> u64 {
         let c = &self.cfg;
         let base = match kind {
             DocKind::State => match flow_status {
@@ -90,8 +90,7 @@ impl Ttls {
     }
 
     /// The set listing a flow's documents of `kind` (phases, agents).
-    pub fn document_index(&self, kind: crate::documents::DocKind) -> u64 {
-        use crate::documents::DocKind;
+    pub fn document_index(&self, kind: DocKind) -> u64 {
         match kind {
             DocKind::Agent => self.effective(self.cfg.agent_set),
             DocKind::State | DocKind::Phase => self.effective(self.cfg.phase_set),
@@ -118,7 +117,6 @@ mod tests {
 
     #[test]
     fn document_ttls_follow_the_reference() {
-        use crate::documents::DocKind;
         let ttls = Ttls::new(TtlConfig {
             jitter: 0.0,
             ..TtlConfig::default()

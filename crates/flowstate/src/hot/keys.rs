@@ -1,6 +1,8 @@
-//! The Redis key layout (DESIGN §3): the reference's patterns, with the flow id inside literal
+//! The Redis key layout (docs/redis-keys.md): the reference's patterns, with the flow id inside literal
 //! braces so that all keys of one flow share a Redis Cluster hash slot, behind an optional
 //! namespace prefix.
+
+use crate::model::DocKind;
 
 /// Builds every key flowstate writes to Redis.
 #[derive(Debug, Clone, Default)]
@@ -38,8 +40,7 @@ impl Keys {
 
     /// Where a document lives: `cache:flow:state:{<flow_id>}`,
     /// `discovery:phase:{<flow_id>}:<phase>` or `discovery:agents:{<flow_id>}:<agent>`.
-    pub fn document(&self, kind: crate::documents::DocKind, flow_id: &str, name: &str) -> String {
-        use crate::documents::DocKind;
+    pub fn document(&self, kind: DocKind, flow_id: &str, name: &str) -> String {
         match kind {
             DocKind::State => format!("{}cache:flow:state:{{{flow_id}}}", self.prefix),
             DocKind::Phase => format!("{}discovery:phase:{{{flow_id}}}:{name}", self.prefix),
@@ -49,8 +50,7 @@ impl Keys {
 
     /// The set listing a flow's phases (`discovery:state:{<flow_id>}:phases`) or agents
     /// (`discovery:state:{<flow_id>}:cached_agents`); the state has none.
-    pub fn document_index(&self, kind: crate::documents::DocKind, flow_id: &str) -> Option<String> {
-        use crate::documents::DocKind;
+    pub fn document_index(&self, kind: DocKind, flow_id: &str) -> Option<String> {
         match kind {
             DocKind::State => None,
             DocKind::Phase => Some(format!(

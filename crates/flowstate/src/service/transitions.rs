@@ -3,45 +3,10 @@
 //! one statement or transaction), then appended to `flow:transitions:{id}` and the cached flow
 //! updated in one Redis round trip.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-
+use super::Flowstate;
 use crate::error::Result;
-use crate::flows::{self, Flow};
-use crate::ids;
-use crate::service::Flowstate;
-
-/// Largest history page.
-pub const MAX_HISTORY: u32 = 1000;
-
-/// One recorded transition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    /// Position in the flow's history: the flow's version right after this transition.
-    pub id: i64,
-    /// Status before.
-    pub from: String,
-    /// Status after.
-    pub to: String,
-    /// When it happened.
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
-    /// Free-form JSON object supplied by the caller.
-    pub metadata: Map<String, Value>,
-}
-
-/// What a caller supplies to transition a flow.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransitionRequest {
-    /// The status the caller believes the flow is in.
-    pub from: String,
-    /// The status to move to.
-    pub to: String,
-    /// Free-form JSON object recorded with the transition.
-    pub metadata: Option<Map<String, Value>>,
-}
+use crate::model::transitions::MAX_HISTORY;
+use crate::model::{Flow, Transition, TransitionRequest, ids, now};
 
 impl Flowstate {
     /// Moves a flow from `req.from` to `req.to` if it is still in `req.from`; otherwise
@@ -68,7 +33,7 @@ impl Flowstate {
         let metadata = req.metadata.unwrap_or_default();
         let written = self
             .ledger()
-            .transition(flow_id, &req.from, &req.to, &metadata, flows::now())
+            .transition(flow_id, &req.from, &req.to, &metadata, now())
             .await;
         let (transition, flow) = self.unless_unknown(written, flow_id, None).await?;
         self.hot_write(

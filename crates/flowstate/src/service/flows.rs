@@ -6,95 +6,11 @@
 //! ledger and repopulate the hot tier (newer versions always win there, so a slow repopulation
 //! can never overwrite a fresher write).
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-
+use super::Flowstate;
 use crate::error::{Error, Result};
 use crate::hot::CachedFlow;
-use crate::ids;
-use crate::service::Flowstate;
-
-/// Status every flow starts in.
-pub const INITIAL_STATUS: &str = "initializing";
-
-/// Largest page [`Flowstate::list_flows`] returns.
-pub const MAX_PAGE: u32 = 1000;
-
-/// A registered flow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Flow {
-    /// Unique id (given at registration, or a generated UUIDv7).
-    pub flow_id: String,
-    /// Kind of flow (`discovery`, `assessment`, ...).
-    pub flow_type: String,
-    /// The flow this one was started from, if any.
-    pub parent_flow_id: Option<String>,
-    /// Current status; changed only by transitions.
-    pub status: String,
-    /// Free-form JSON object given at registration.
-    pub metadata: Map<String, Value>,
-    /// When the flow was registered.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When the flow last changed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    /// Starts at 1 and grows by one with every transition; newer versions win in the hot tier.
-    pub version: i64,
-    /// Which registration of `flow_id` this is: the ledger's registration number, which only
-    /// grows, so a flow deleted and registered again has a higher one. The hot tier orders
-    /// writes by (incarnation, version), so a late write about the deleted flow cannot replace
-    /// the new one. Not part of the API.
-    #[serde(skip)]
-    pub incarnation: i64,
-}
-
-/// What a caller supplies to register a flow.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewFlow {
-    /// Id to use; a UUIDv7 is generated when absent.
-    pub flow_id: Option<String>,
-    /// Kind of flow.
-    pub flow_type: String,
-    /// Parent flow, which must exist.
-    pub parent_flow_id: Option<String>,
-    /// Free-form JSON object.
-    pub metadata: Option<Map<String, Value>>,
-}
-
-/// Filters and paging for [`Flowstate::list_flows`].
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FlowFilter {
-    /// Only flows in this status.
-    pub status: Option<String>,
-    /// Only flows of this type.
-    pub flow_type: Option<String>,
-    /// Only direct children of this flow.
-    pub parent_flow_id: Option<String>,
-    /// Page size (default 100, at most [`MAX_PAGE`]).
-    pub limit: Option<u32>,
-    /// Opaque cursor from a previous page's `next_cursor`.
-    pub cursor: Option<String>,
-}
-
-/// One page of flows, in registration order.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlowPage {
-    /// The flows of this page.
-    pub flows: Vec<Flow>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Current time truncated to microseconds, the precision both ledgers store.
-pub(crate) fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
-        .unwrap_or(t)
-}
+use crate::model::flows::{INITIAL_STATUS, MAX_PAGE};
+use crate::model::{Flow, FlowFilter, FlowPage, NewFlow, ids, now};
 
 impl Flowstate {
     /// Registers a flow: status `initializing`, version 1; the parent must exist.

@@ -4,33 +4,32 @@
 //! sample error — so an outage of hours writes a few rows a second at most, not one per request.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
 
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
 
-/// One row of `redis_fallback_log`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FallbackRecord {
-    /// Row id (absent before it is stored).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<i64>,
-    /// Which part of flowstate fell back (`flows`, `transitions`, `documents`).
-    pub service: String,
-    /// The operation (`get`, `register`, `put`, ...).
-    pub operation: String,
-    /// `timeout`, `error` or `unavailable` (circuit breaker open).
-    pub reason: String,
-    /// Where the request was served from instead.
-    pub fallback_source: String,
-    /// When the aggregated window ended.
-    #[serde(with = "time::serde::rfc3339")]
-    pub timestamp: OffsetDateTime,
-    /// How many fallbacks this row stands for.
-    pub count: i64,
-    /// `{first_at, last_at, error}`.
-    pub context: Value,
+use super::{Flowstate, Inner};
+use crate::error::{Error, Result};
+use crate::model::{FallbackRecord, now};
+
+/// How often counted fallbacks are written to the ledger.
+const FALLBACK_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Largest page of fallback rows.
+const MAX_FALLBACKS: u32 = 1000;
+
+impl Flowstate {
+    /// The newest fallback log rows (flushed to the ledger about once a second).
+    pub async fn fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {
+        if limit == 0 || limit > MAX_FALLBACKS {
+            return Err(Error::InvalidInput(format!(
+                "limit must be within 1..={MAX_FALLBACKS}"
+            )));
+        }
+        self.ledger().list_fallbacks(limit).await
+    }
 }
 
 struct Pending {
@@ -42,14 +41,19 @@ struct Pending {
 
 /// Fallbacks counted since the last flush.
 #[derive(Default)]
-pub struct FallbackLog {
+pub(super) struct FallbackLog {
     pending: Mutex<HashMap<(&'static str, &'static str), Pending>>,
 }
 
 impl FallbackLog {
     /// Counts one fallback of `op` (`service.operation`) for `reason`.
-    pub fn record(&self, op: &'static str, reason: &'static str, error: &dyn std::fmt::Display) {
-        let now = crate::flows::now();
+    pub(super) fn record(
+        &self,
+        op: &'static str,
+        reason: &'static str,
+        error: &dyn std::fmt::Display,
+    ) {
+        let now = now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending
             .entry((op, reason))
@@ -66,9 +70,9 @@ impl FallbackLog {
     }
 
     /// Takes everything counted so far as rows.
-    pub fn drain(&self) -> Vec<FallbackRecord> {
+    pub(super) fn drain(&self) -> Vec<FallbackRecord> {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let now = crate::flows::now();
+        let now = now();
         pending
             .into_iter()
             .map(|((op, reason), p)| {
@@ -89,6 +93,23 @@ impl FallbackLog {
                 }
             })
             .collect()
+    }
+}
+
+/// Writes counted fallbacks to the ledger every [`FALLBACK_FLUSH_EVERY`]; ends with the service.
+pub(super) async fn flush_fallbacks(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(FALLBACK_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let rows = inner.fallbacks.drain();
+        if rows.is_empty() {
+            continue;
+        }
+        if let Err(e) = inner.ledger.record_fallbacks(&rows).await {
+            tracing::warn!(error = %e, rows = rows.len(), "cannot write the fallback log");
+        }
     }
 }
 

@@ -12,71 +12,40 @@
 //! brings the tier back (PING with capped exponential backoff, then invalidation of every key a
 //! write missed, then close).
 
-use std::collections::{BTreeMap, HashMap};
+mod documents;
+mod events;
+mod flows;
+mod snapshots;
+
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, Pipeline, Script, ServerErrorKind};
+use ::redis::{Client, ErrorKind, Pipeline, ServerErrorKind};
 use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
 
 use super::breaker::Breaker;
-use super::{CachedFlow, FlowKeys, HotError, HotResult, HotStats, HotTier, TOMBSTONE_TTL, codec};
+use super::keys::Keys;
+use super::ttl::Ttls;
+use super::{FlowKeys, HotError, HotResult, HotStats, HotTier};
 use crate::config::RedisConfig;
-use crate::documents::{DocKind, Document, Owner};
-use crate::flows::Flow;
-use crate::keys::Keys;
-use crate::ledger::DeletedFlow;
-use crate::snapshots::{KEEP_SNAPSHOTS, Snapshot};
-use crate::transitions::Transition;
-use crate::ttl::Ttls;
+use crate::model::{DocKind, Flow};
 
-// Each script starts with the flow-ordering functions they share.
-const PUT_FLOW_SRC: &str = concat!(
-    include_str!("scripts/flow_order.lua"),
-    include_str!("scripts/put_flow.lua")
-);
-const RECORD_TRANSITION_SRC: &str = concat!(
-    include_str!("scripts/flow_order.lua"),
-    include_str!("scripts/record_transition.lua")
-);
-const PUT_DOCUMENT_SRC: &str = concat!(
-    include_str!("scripts/flow_order.lua"),
-    include_str!("scripts/put_document.lua")
-);
-const REMOVE_FLOW_SRC: &str = concat!(
-    include_str!("scripts/flow_order.lua"),
-    include_str!("scripts/remove_flow.lua")
-);
-const PUT_SNAPSHOT_SRC: &str = concat!(
-    include_str!("scripts/flow_order.lua"),
-    include_str!("scripts/put_snapshot.lua")
-);
-const FORGET_SRC: &str = concat!(
-    include_str!("scripts/flow_order.lua"),
-    include_str!("scripts/forget.lua")
-);
-/// Every script, for loading them all up front.
-const SCRIPTS: &[&str] = &[
-    PUT_FLOW_SRC,
-    RECORD_TRANSITION_SRC,
-    PUT_DOCUMENT_SRC,
-    REMOVE_FLOW_SRC,
-    PUT_SNAPSHOT_SRC,
-    FORGET_SRC,
-];
-static PUT_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_FLOW_SRC));
-static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD_TRANSITION_SRC));
-static PUT_DOCUMENT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_DOCUMENT_SRC));
-static REMOVE_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE_FLOW_SRC));
-static PUT_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_SNAPSHOT_SRC));
-static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_SRC));
-
-/// Version written into tombstones: above any real flow version, exact as a Lua number.
-const TOMBSTONE_VERSION: i64 = 1 << 53;
+/// A script's source: the flow-ordering functions every script shares, then its own body
+/// (both files in `scripts/`).
+macro_rules! lua {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/flow_order.lua"),
+            include_str!(concat!("scripts/", $file))
+        )
+    };
+}
+use lua;
 
 /// Redis hot tier.
 pub struct RedisHot {
@@ -332,22 +301,6 @@ impl RedisHot {
         ));
         Ok(RedisHot { core, keys, ttls })
     }
-
-    /// Adds the version-guarded write of a flow record to `pipe`.
-    fn push_put_flow(&self, pipe: &mut Pipeline, flow: &Flow) -> HotResult<()> {
-        pipe.cmd("EVALSHA")
-            .arg(PUT_FLOW.get_hash())
-            .arg(1)
-            .arg(self.keys.flow(&flow.flow_id))
-            .arg(flow.incarnation)
-            .arg(flow.version)
-            .arg(self.ttls.flow())
-            .arg(encode_flow(flow)?)
-            .arg(&flow.status)
-            .arg(rfc3339(flow.updated_at))
-            .ignore();
-        Ok(())
-    }
 }
 
 impl Drop for RedisHot {
@@ -357,7 +310,7 @@ impl Drop for RedisHot {
     }
 }
 
-fn encode_flow(flow: &Flow) -> HotResult<String> {
+pub(super) fn encode_flow(flow: &Flow) -> HotResult<String> {
     serde_json::to_string(flow).map_err(|e| HotError::Corrupt {
         key: flow.flow_id.clone(),
         reason: e.to_string(),
@@ -368,6 +321,9 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
     // Formatting a UTC timestamp as RFC 3339 cannot fail for years 0..=9999.
     t.format(&Rfc3339).unwrap_or_default()
 }
+
+/// Every script, for loading them all up front.
+const SCRIPTS: [&[&str]; 3] = [flows::SCRIPTS, documents::SCRIPTS, snapshots::SCRIPTS];
 
 #[async_trait]
 impl HotTier for RedisHot {
@@ -399,7 +355,7 @@ impl HotTier for RedisHot {
 
     async fn prepare(&self) -> HotResult<()> {
         let mut load = ::redis::pipe();
-        for src in SCRIPTS {
+        for src in SCRIPTS.iter().flat_map(|s| s.iter()) {
             load.cmd("SCRIPT").arg("LOAD").arg(*src).ignore();
         }
         if let Err(e) = self.core.run(&load, &[]).await {
@@ -408,288 +364,6 @@ impl HotTier for RedisHot {
             return Err(e.into());
         }
         Ok(())
-    }
-
-    async fn register_flow(&self, flow: &Flow) -> HotResult<()> {
-        let mut pipe = ::redis::pipe();
-        self.push_put_flow(&mut pipe, flow)?;
-        pipe.sadd(self.keys.registry(), &flow.flow_id).ignore();
-        if let Some(parent) = &flow.parent_flow_id {
-            let hierarchy = self.keys.hierarchy(parent);
-            pipe.sadd(&hierarchy, &flow.flow_id).ignore();
-            pipe.expire(&hierarchy, self.ttls.hierarchy() as i64)
-                .ignore();
-        }
-        let dirty = vec![self.keys.flow(&flow.flow_id)];
-        self.core.write(&pipe, &[PUT_FLOW_SRC], dirty).await
-    }
-
-    async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
-        let mut pipe = ::redis::pipe();
-        self.push_put_flow(&mut pipe, flow)?;
-        self.core.fill(&pipe, &[PUT_FLOW_SRC]).await
-    }
-
-    async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow> {
-        let key = self.keys.flow(flow_id);
-        let fields: HashMap<String, String> =
-            self.core.read(::redis::cmd("HGETALL").arg(&key)).await?;
-        if fields.contains_key("deleted") {
-            return Ok(CachedFlow::Deleted);
-        }
-        let Some(data) = fields.get("data") else {
-            return Ok(CachedFlow::Missing);
-        };
-        let corrupt = |reason: String| HotError::Corrupt {
-            key: key.clone(),
-            reason,
-        };
-        let mut flow: Flow = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
-        flow.incarnation = match fields.get("inc") {
-            Some(inc) => inc
-                .parse()
-                .map_err(|_| corrupt(format!("incarnation {inc:?}")))?,
-            None => 0, // written before incarnations were recorded
-        };
-        Ok(CachedFlow::Present(flow))
-    }
-
-    async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()> {
-        let metadata =
-            serde_json::to_string(&transition.metadata).map_err(|e| HotError::Corrupt {
-                key: flow.flow_id.clone(),
-                reason: e.to_string(),
-            })?;
-        let mut pipe = ::redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(RECORD_TRANSITION.get_hash())
-            .arg(2)
-            .arg(self.keys.flow(&flow.flow_id))
-            .arg(self.keys.transitions(&flow.flow_id))
-            .arg(flow.version)
-            .arg(self.ttls.flow())
-            .arg(encode_flow(flow)?)
-            .arg(&flow.status)
-            .arg(rfc3339(flow.updated_at))
-            .arg(self.ttls.transitions())
-            .arg(self.ttls.config().transitions_maxlen)
-            .arg(&transition.from)
-            .arg(&transition.to)
-            .arg(metadata)
-            .arg(flow.incarnation)
-            .ignore();
-        let dirty = vec![
-            self.keys.flow(&flow.flow_id),
-            self.keys.transitions(&flow.flow_id),
-        ];
-        self.core
-            .write(&pipe, &[RECORD_TRANSITION_SRC], dirty)
-            .await
-    }
-
-    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()> {
-        let mut pipe = ::redis::pipe();
-        let mut dirty = Vec::new();
-        for deleted in flows {
-            let id = &deleted.flow.flow_id;
-            // Everything that may still hold this flow's data goes.
-            let mut gone: Vec<String> = deleted
-                .documents
-                .iter()
-                .map(|(kind, name)| self.keys.document(*kind, id, name))
-                .collect();
-            gone.extend(
-                [DocKind::Phase, DocKind::Agent]
-                    .into_iter()
-                    .filter_map(|kind| self.keys.document_index(kind, id)),
-            );
-            gone.extend(
-                deleted
-                    .snapshots
-                    .iter()
-                    .map(|sid| self.keys.snapshot(id, sid)),
-            );
-            gone.push(self.keys.snapshot_list(id));
-            gone.push(self.keys.events(id));
-            gone.push(self.keys.hierarchy(id));
-            gone.push(self.keys.transitions(id));
-            // The record becomes a tombstone, so a racing repopulation cannot revive it (unless
-            // the id has been registered again meanwhile: then it is the new flow's).
-            let key = self.keys.flow(id);
-            pipe.cmd("EVALSHA")
-                .arg(REMOVE_FLOW.get_hash())
-                .arg(1 + gone.len())
-                .arg(&key)
-                .arg(&gone)
-                .arg(deleted.flow.incarnation)
-                .arg(TOMBSTONE_VERSION)
-                .arg(TOMBSTONE_TTL.as_secs())
-                .ignore();
-            // The registry and hierarchy sets mirror the ledger for other readers of this
-            // layout (flowstate reads neither); they hold ids, not incarnations.
-            pipe.srem(self.keys.registry(), id).ignore();
-            if let Some(parent) = &deleted.flow.parent_flow_id {
-                pipe.srem(self.keys.hierarchy(parent), id).ignore();
-            }
-            dirty.extend(gone);
-            dirty.push(key);
-        }
-        self.core.write(&pipe, &[REMOVE_FLOW_SRC], dirty).await
-    }
-
-    async fn put_document(
-        &self,
-        kind: DocKind,
-        doc: &Document,
-        owner: &Owner,
-        fresh: bool,
-    ) -> HotResult<()> {
-        let key = self.keys.document(kind, &doc.flow_id, &doc.name);
-        let payload = codec::Payload {
-            saved_at: doc.saved_at,
-            body: doc.body.clone(),
-        };
-        let value = codec::encode(doc.version, &payload).map_err(|reason| HotError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
-        let index = self
-            .keys
-            .document_index(kind, &doc.flow_id)
-            .filter(|_| fresh);
-        let invalidate = (fresh && kind == DocKind::Phase)
-            .then(|| self.keys.document(DocKind::State, &doc.flow_id, ""));
-        let mut pipe = ::redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(PUT_DOCUMENT.get_hash())
-            .arg(4)
-            .arg(&key)
-            .arg(index.as_deref().unwrap_or(&key))
-            .arg(invalidate.as_deref().unwrap_or(&key))
-            .arg(self.keys.flow(&doc.flow_id))
-            .arg(doc.version)
-            .arg(value)
-            .arg(self.ttls.document(kind, &doc.name, &owner.status))
-            .arg(if index.is_some() {
-                doc.name.as_str()
-            } else {
-                ""
-            })
-            .arg(self.ttls.document_index(kind))
-            .arg(if invalidate.is_some() { "1" } else { "0" })
-            .arg(TOMBSTONE_TTL.as_secs())
-            .arg(owner.incarnation)
-            .ignore();
-        if !fresh {
-            return self.core.fill(&pipe, &[PUT_DOCUMENT_SRC]).await;
-        }
-        let mut dirty = vec![key];
-        dirty.extend(invalidate);
-        self.core.write(&pipe, &[PUT_DOCUMENT_SRC], dirty).await
-    }
-
-    async fn get_document(
-        &self,
-        kind: DocKind,
-        flow_id: &str,
-        name: &str,
-    ) -> HotResult<Option<Document>> {
-        let key = self.keys.document(kind, flow_id, name);
-        let value: Option<Vec<u8>> = self.core.read(::redis::cmd("GET").arg(&key)).await?;
-        let Some(value) = value.filter(|v| !codec::is_marker(v)) else {
-            return Ok(None);
-        };
-        let (version, payload): (i64, codec::Payload) =
-            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
-        Ok(Some(Document {
-            flow_id: flow_id.to_string(),
-            name: name.to_string(),
-            body: payload.body,
-            saved_at: payload.saved_at,
-            version,
-        }))
-    }
-
-    async fn put_snapshot(
-        &self,
-        snapshot: &Snapshot,
-        evicted: &[String],
-        owner: &Owner,
-        fresh: bool,
-    ) -> HotResult<()> {
-        let id = &snapshot.flow_id;
-        let key = self.keys.snapshot(id, &snapshot.snapshot_id);
-        // Snapshots never change: the envelope's version is unused.
-        let value = codec::encode(0, snapshot).map_err(|reason| HotError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
-        let list = self.keys.snapshot_list(id);
-        let gone: Vec<String> = evicted
-            .iter()
-            .filter(|_| fresh)
-            .map(|sid| self.keys.snapshot(id, sid))
-            .collect();
-        let mut pipe = ::redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(PUT_SNAPSHOT.get_hash())
-            .arg(3 + gone.len())
-            .arg(self.keys.flow(id))
-            .arg(&key)
-            .arg(if fresh { &list } else { &key })
-            .arg(&gone)
-            .arg(owner.incarnation)
-            .arg(value)
-            .arg(self.ttls.snapshots())
-            .arg(if fresh {
-                snapshot.snapshot_id.as_str()
-            } else {
-                ""
-            })
-            .arg(KEEP_SNAPSHOTS)
-            .ignore();
-        if !fresh {
-            return self.core.fill(&pipe, &[PUT_SNAPSHOT_SRC]).await;
-        }
-        let mut dirty = vec![key, list];
-        dirty.extend(gone);
-        self.core.write(&pipe, &[PUT_SNAPSHOT_SRC], dirty).await
-    }
-
-    async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>> {
-        let key = self.keys.snapshot(flow_id, snapshot_id);
-        let value: Option<Vec<u8>> = self.core.read(::redis::cmd("GET").arg(&key)).await?;
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        let (_, snapshot): (i64, Snapshot) =
-            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
-        Ok(Some(snapshot))
-    }
-
-    async fn append_event(
-        &self,
-        flow_id: &str,
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> HotResult<()> {
-        let key = self.keys.events(flow_id);
-        let mut pipe = ::redis::pipe();
-        pipe.cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.ttls.config().transitions_maxlen)
-            .arg("*")
-            .arg("event_type")
-            .arg(event_type)
-            .arg("payload")
-            .arg(payload.to_string())
-            .arg("timestamp")
-            .arg(rfc3339(crate::flows::now()))
-            .ignore();
-        pipe.expire(&key, self.ttls.events() as i64).ignore();
-        self.core.write(&pipe, &[], vec![key]).await
     }
 
     fn shared(&self) -> bool {
@@ -705,21 +379,6 @@ impl HotTier for RedisHot {
             pipe.del(chunk).ignore();
         }
         self.core.write(&pipe, &[], keys.to_vec()).await
-    }
-
-    async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {
-        let flow = self.keys.flow(flow_id);
-        let document = document.map(|(kind, name)| self.keys.document(kind, flow_id, name));
-        let mut pipe = ::redis::pipe();
-        pipe.cmd("EVALSHA")
-            .arg(FORGET.get_hash())
-            .arg(2)
-            .arg(&flow)
-            .arg(document.as_ref().unwrap_or(&flow))
-            .ignore();
-        let mut keys = vec![flow];
-        keys.extend(document);
-        self.core.write(&pipe, &[FORGET_SRC], keys).await
     }
 
     async fn memory(&self, flow: &FlowKeys) -> HotResult<BTreeMap<String, u64>> {

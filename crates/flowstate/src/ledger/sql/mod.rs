@@ -1,0 +1,8 @@
+//! SQL and row types both SQL ledgers share, one file per capability. Statements here are
+//! `&'static str` (sqlx only runs SQL it can see is not built from input) and use `$n`
+//! placeholders, which SQLite accepts too.
+
+pub(super) mod documents;
+pub(super) mod flows;
+pub(super) mod journal;
+pub(super) mod snapshots;

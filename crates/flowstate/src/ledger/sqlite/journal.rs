@@ -1,0 +1,99 @@
+//! The journal on SQLite: the fallback log and the invalidation journal.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+
+use super::SqliteLedger;
+use super::writer::{json, sql_err, ts};
+use crate::error::Result;
+use crate::ledger::JournalLedger;
+use crate::ledger::sql::journal::{
+    FallbackRow, INSERT_FALLBACK, InvalidationRow, LIST_FALLBACKS, PENDING_INVALIDATIONS,
+};
+use crate::model::{FallbackRecord, Invalidation};
+
+#[async_trait]
+impl JournalLedger for SqliteLedger {
+    async fn record_fallbacks(&self, rows: &[FallbackRecord]) -> Result<()> {
+        let rows = rows.to_vec();
+        self.writer
+            .submit(move |c| record_fallbacks(c, &rows))
+            .await
+    }
+
+    async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {
+        let rows: Vec<FallbackRow> = sqlx::query_as(LIST_FALLBACKS)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(FallbackRow::into_record).collect())
+    }
+
+    async fn record_invalidations(&self, keys: &[String], at: OffsetDateTime) -> Result<()> {
+        let keys = keys.to_vec();
+        self.writer
+            .submit(move |c| record_invalidations(c, &keys, at))
+            .await
+    }
+
+    async fn pending_invalidations(&self, after: i64, limit: u32) -> Result<Vec<Invalidation>> {
+        let rows: Vec<InvalidationRow> = sqlx::query_as(PENDING_INVALIDATIONS)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(InvalidationRow::into_invalidation)
+            .collect())
+    }
+
+    async fn clear_invalidations(&self, ids: &[i64]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.writer
+            .submit(move |c| clear_invalidations(c, &ids))
+            .await
+    }
+}
+
+/// Records keys to invalidate.
+fn record_invalidations(conn: &Connection, keys: &[String], at: OffsetDateTime) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached("INSERT INTO hot_invalidations (cache_key, recorded_at) VALUES ($1, $2)")
+        .map_err(sql_err)?;
+    let at = ts(at)?;
+    for key in keys {
+        stmt.execute(params![key, at]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// Forgets invalidations carried out.
+fn clear_invalidations(conn: &Connection, ids: &[i64]) -> Result<()> {
+    let mut stmt = conn
+        .prepare_cached("DELETE FROM hot_invalidations WHERE id = $1")
+        .map_err(sql_err)?;
+    for id in ids {
+        stmt.execute(params![id]).map_err(sql_err)?;
+    }
+    Ok(())
+}
+
+/// Appends fallback log rows.
+fn record_fallbacks(conn: &Connection, rows: &[FallbackRecord]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(INSERT_FALLBACK).map_err(sql_err)?;
+    for r in rows {
+        stmt.execute(params![
+            r.service,
+            r.operation,
+            r.reason,
+            r.fallback_source,
+            ts(r.timestamp)?,
+            r.count,
+            json(&r.context)?,
+        ])
+        .map_err(sql_err)?;
+    }
+    Ok(())
+}

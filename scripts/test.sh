@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or this one: installs Redis and PostgreSQL with
 # apt-get when they are missing, starts them when they are not running, then runs every test
-# (unit tests, and the API tests against embedded SQLite, Redis + SQLite and Redis + PostgreSQL).
+# (schemathesis against the API's OpenAPI document, unit tests, and the API tests against
+# embedded SQLite, Redis + SQLite and Redis + PostgreSQL).
 #
 #   scripts/test.sh [extra cargo test args]
 #
@@ -65,6 +66,9 @@ BEGIN
 END $$;
 SQL
 redis-cli -u "$TEST_REDIS_URL" --scan --pattern 'test:*' | xargs -r -n 500 redis-cli -u "$TEST_REDIS_URL" unlink >/dev/null
+
+# The API against its own OpenAPI document (embedded server, bounded time).
+scripts/schemathesis.sh "${SCHEMATHESIS_SECONDS:-90}"
 
 echo "== cargo test"
 cargo test --workspace "$@"

@@ -4,7 +4,7 @@
 //! the library instead, in this process, configured like `flowstate serve`.
 //!
 //! Each worker issues operations back to back, as the reference's own driver
-//! (`shared/bench/seed_baseline.py`) does with its asyncio tasks, so the two can be compared at
+//! (its `seed_baseline.py`) does with its asyncio tasks, so the two can be compared at
 //! the same concurrency against the same Redis. That driver calls its Python functions in
 //! process, so `--in-process` is the like-for-like figure; HTTP adds the server's cost on top.
 

@@ -1,56 +1,81 @@
-//! Liveness, readiness and the health report.
+//! Liveness, readiness, the health report and the fallback log.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use flowstate::Flowstate;
+use flowstate::{FallbackRecord, Flowstate, Health};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::ApiQuery;
 use super::error::ApiError;
 
-pub(super) fn routes() -> Router<Flowstate> {
-    Router::new()
-        .route("/healthz", get(alive))
-        .route("/readyz", get(ready))
-        .route("/v1/health", get(health))
-        .route("/v1/fallbacks", get(fallbacks))
+pub(super) fn routes() -> OpenApiRouter<Flowstate> {
+    OpenApiRouter::new()
+        .routes(routes!(alive))
+        .routes(routes!(ready))
+        .routes(routes!(health))
+        .routes(routes!(fallbacks))
 }
 
-#[derive(serde::Deserialize)]
+/// Page size of the fallback log.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Limit {
+    /// Rows (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// The fallback log, newest first.
-async fn fallbacks(
-    State(fs): State<Flowstate>,
-    super::ApiQuery(q): super::ApiQuery<Limit>,
-) -> Result<Response, ApiError> {
-    let rows = fs.fallbacks(q.limit.unwrap_or(100)).await?;
-    Ok(Json(serde_json::json!({ "fallbacks": rows })).into_response())
+/// The newest fallback log rows.
+#[derive(Serialize, ToSchema)]
+struct Fallbacks {
+    /// Newest first.
+    fallbacks: Vec<FallbackRecord>,
 }
 
-/// The process is up.
+/// The fallback log: requests served without the hot tier, aggregated per service, operation
+/// and reason about once a second. Newest first.
+#[utoipa::path(get, path = "/v1/fallbacks", tag = "health", params(Limit),
+    responses((status = 200, description = "Fallback log rows", body = Fallbacks)))]
+async fn fallbacks(
+    State(fs): State<Flowstate>,
+    ApiQuery(q): ApiQuery<Limit>,
+) -> Result<Json<Fallbacks>, ApiError> {
+    let fallbacks = fs.fallbacks(q.limit.unwrap_or(100)).await?;
+    Ok(Json(Fallbacks { fallbacks }))
+}
+
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 async fn alive() -> &'static str {
     "ok"
 }
 
-/// The ledger answers, so requests can be served (degraded or not).
+/// Readiness: the ledger answers, so requests can be served (degraded or not).
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = String, content_type = "text/plain")))]
 async fn ready(State(fs): State<Flowstate>) -> Result<&'static str, ApiError> {
     fs.ready().await?;
     Ok("ready")
 }
 
-/// Both tiers, with latencies and counters; 503 when the ledger is down.
-async fn health(State(fs): State<Flowstate>) -> Response {
+/// Both tiers, with latencies and counters.
+#[utoipa::path(get, path = "/v1/health", tag = "health",
+    responses(
+        (status = 200, description = "The ledger answers (`status` is `healthy` or `degraded`)", body = Health),
+        (status = 503, description = "The ledger does not answer (`status` is `unavailable`)", body = Health),
+    ))]
+async fn health(State(fs): State<Flowstate>) -> (StatusCode, Json<Health>) {
     let health = fs.health().await;
     let status = if health.ledger.ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(health)).into_response()
+    (status, Json(health))
 }

@@ -1,4 +1,7 @@
-//! The HTTP API (DESIGN §5): routes, shared extractors and middleware.
+//! The HTTP API: routes, shared extractors and middleware, and the OpenAPI document built from
+//! the handlers themselves (utoipa): each handler's `#[utoipa::path]` describes its route,
+//! parameters, body and responses, and the error responses every route shares are added once
+//! ([`openapi`]). The handlers are thin: parse, call [`Flowstate`], map errors (`error`).
 
 mod documents;
 pub mod error;
@@ -10,16 +13,19 @@ mod transitions;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::{Json, Router};
 use flowstate::Flowstate;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::error::ApiError;
 
@@ -53,16 +59,32 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// The complete router for `service`.
-pub fn router(service: Flowstate) -> Router {
-    let max_body = service.config().max_body_bytes;
-    Router::new()
+/// Every documented route, with the document built from the same handlers. Routes are added
+/// only here and only through `routes!` (a test checks both), so none can be served without
+/// its description in `/openapi.json`.
+fn api() -> OpenApiRouter<Flowstate> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(flows::routes())
         .merge(transitions::routes())
         .merge(documents::routes())
         .merge(snapshots::routes())
         .merge(health::routes())
-        .route("/metrics", get(render_metrics))
+        .routes(routes!(render_metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The OpenAPI 3.1 document of the API, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api().into_openapi();
+    add_error_responses(&mut doc);
+    doc
+}
+
+/// The complete router for `service`.
+pub fn router(service: Flowstate) -> Router {
+    let max_body = service.config().max_body_bytes;
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -78,6 +100,191 @@ pub fn router(service: Flowstate) -> Router {
         .with_state(service)
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "flowstate",
+        description = "State, cache and event layer for multi-agent AI flows. Errors are \
+                       `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    components(schemas(ErrorBody)),
+    tags(
+        (name = "flows", description = "The flow registry"),
+        (name = "transitions", description = "Compare-and-set status transitions and their history"),
+        (name = "documents", description = "A flow's state, phase states and per-flow agent results"),
+        (name = "snapshots", description = "Snapshots with lineage, restore and fork"),
+        (name = "health", description = "Health, readiness, the fallback log"),
+        (name = "operations", description = "Metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub(crate) error: ErrorDetail,
+    /// The flow's actual status, on `stale_transition`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) current: Option<String>,
+}
+
+/// A stable code and a human-readable message.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code (`invalid_id`, `flow_not_found`, `stale_transition`, ...).
+    pub(crate) code: &'static str,
+    /// What happened, for people.
+    pub(crate) message: String,
+}
+
+/// `{flow_id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct FlowIdParam {
+    /// The flow (1–128 characters of `A-Z a-z 0-9 _ . : -`).
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) flow_id: String,
+}
+
+/// `{flow_id}/…/{phase}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct FlowPhaseParams {
+    /// The flow.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) flow_id: String,
+    /// The phase.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) phase: String,
+}
+
+/// `{flow_id}/…/{agent}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct FlowAgentParams {
+    /// The flow.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) flow_id: String,
+    /// The agent.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) agent: String,
+}
+
+/// `{flow_id}/…/{snapshot_id}`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct FlowSnapshotParams {
+    /// The flow.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) flow_id: String,
+    /// The snapshot.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub(crate) snapshot_id: String,
+}
+
+/// Adds the error responses every operation shares, so each status a route can answer is
+/// described with its body: 400 for bad ids, queries and bodies; 404 on a flow's routes; 413
+/// and 415 where a JSON body is read; 500; 503 (with `Retry-After`) where the ledger is asked.
+fn add_error_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{Ref, RefOr, Required, ResponseBuilder, content::ContentBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let responses = &mut op.responses.responses;
+            let mut add = |status: &str, r: RefOr<utoipa::openapi::Response>| {
+                responses.entry(status.to_string()).or_insert(r);
+            };
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let body = op.request_body.as_ref();
+            if has_params || body.is_some() {
+                add(
+                    "400",
+                    error(
+                        "Invalid id, query or body (`invalid_id`, `invalid_input`, `invalid_path`, `invalid_query`, `malformed_json`, `invalid_body`)",
+                    ),
+                );
+            }
+            if path.contains("{flow_id}") {
+                add(
+                    "404",
+                    error("No such flow (`flow_not_found`), or no such document or snapshot of it"),
+                );
+            }
+            if let Some(body) = body {
+                add(
+                    "413",
+                    error("Body larger than `max_body_bytes` (`payload_too_large`)"),
+                );
+                if matches!(body, RefOr::T(b) if matches!(b.required, Some(Required::True))) {
+                    add(
+                        "415",
+                        error("Body not sent as `application/json` (`unsupported_media_type`)"),
+                    );
+                }
+            }
+            if path.starts_with("/v1/") && path != "/v1/health" || path == "/readyz" {
+                let unavailable = ResponseBuilder::new()
+                    .description(
+                        "The ledger is unreachable; nothing was applied (`ledger_unavailable`)",
+                    )
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .header(
+                        "retry-after",
+                        HeaderBuilder::new()
+                            .description(Some("Seconds to wait before retrying"))
+                            .build(),
+                    )
+                    .build();
+                add("503", RefOr::T(unavailable));
+                add(
+                    "500",
+                    error("A bug or a broken backend (`internal`); logged, never detailed"),
+                );
+            }
+        }
+    }
+}
+
+/// The OpenAPI document, built once.
+fn openapi_value() -> &'static serde_json::Value {
+    static DOC: OnceLock<serde_json::Value> = OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_default())
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json() -> Json<&'static serde_json::Value> {
+    Json(openapi_value())
+}
+
 /// The process-wide Prometheus recorder: installed once, however many servers a process runs.
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -91,6 +298,9 @@ fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// Prometheus metrics of this process.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 async fn render_metrics() -> String {
     prometheus().render()
 }

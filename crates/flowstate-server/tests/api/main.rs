@@ -15,6 +15,7 @@ mod flows;
 mod hot_guards;
 mod ledger_down;
 mod memory;
+mod openapi;
 mod redis_layout;
 mod round_trips;
 mod snapshots;

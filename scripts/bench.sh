@@ -31,7 +31,8 @@ start_redis
 trap 'kill -CONT $(cat /tmp/flowstate-bench-redis-$PORT.pid) 2>/dev/null; redis-cli -p $PORT shutdown nosave >/dev/null 2>&1; kill ${SERVER_PID:-} 2>/dev/null || true' EXIT
 
 # --- the reference design, measured by its own driver -----------------------------------------
-REF=../shared/bench
+# The reference design's bench folder (its seed_baseline.py), when a copy is at hand.
+REF="${FLOWSTATE_REFERENCE_BENCH:-../shared/bench}"
 if [ -f "$REF/seed_baseline.py" ]; then
   rm -rf /tmp/flowstate-seedbench && cp -r "$REF" /tmp/flowstate-seedbench
   python3 -m venv /tmp/flowstate-seedbench/.venv
@@ -42,7 +43,7 @@ if [ -f "$REF/seed_baseline.py" ]; then
   cp "/tmp/flowstate-bench-redis-$PORT.pid" "/tmp/flowstate-seedbench/redis-$PORT.pid"
   (cd /tmp/flowstate-seedbench && ./bench_limits.sh "$PORT") 2>/dev/null | tail -n 20 > "$OUT/redis-benchmark.txt" || true
 else
-  echo "(no ../shared/bench: reference figures skipped)"
+  echo "(no reference bench at $REF: reference figures skipped; set FLOWSTATE_REFERENCE_BENCH)"
 fi
 
 # --- flowstate ----------------------------------------------------------------------------------

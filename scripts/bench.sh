@@ -32,7 +32,7 @@ trap 'kill -CONT $(cat /tmp/flowstate-bench-redis-$PORT.pid) 2>/dev/null; redis-
 
 # --- the reference design, measured by its own driver -----------------------------------------
 # The reference design's bench folder (its seed_baseline.py), when a copy is at hand.
-REF="${FLOWSTATE_REFERENCE_BENCH:-../shared/bench}"
+REF="${REFERENCE_BENCH_DIR:-../shared/bench}"
 if [ -f "$REF/seed_baseline.py" ]; then
   rm -rf /tmp/flowstate-seedbench && cp -r "$REF" /tmp/flowstate-seedbench
   python3 -m venv /tmp/flowstate-seedbench/.venv
@@ -43,7 +43,7 @@ if [ -f "$REF/seed_baseline.py" ]; then
   cp "/tmp/flowstate-bench-redis-$PORT.pid" "/tmp/flowstate-seedbench/redis-$PORT.pid"
   (cd /tmp/flowstate-seedbench && ./bench_limits.sh "$PORT") 2>/dev/null | tail -n 20 > "$OUT/redis-benchmark.txt" || true
 else
-  echo "(no reference bench at $REF: reference figures skipped; set FLOWSTATE_REFERENCE_BENCH)"
+  echo "(no reference bench at $REF: reference figures skipped; set REFERENCE_BENCH_DIR)"
 fi
 
 # --- flowstate ----------------------------------------------------------------------------------

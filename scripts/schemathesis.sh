@@ -6,12 +6,12 @@
 #
 #   scripts/schemathesis.sh [seconds, default 90]
 #
-# schemathesis is installed once per machine into a venv (FLOWSTATE_TOOLS_VENV, default
+# schemathesis is installed once per machine into a venv (SCHEMATHESIS_VENV, default
 # ~/.cache/flowstate-tools/venv) and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAX_TIME="${1:-90}"
-VENV="${FLOWSTATE_TOOLS_VENV:-$HOME/.cache/flowstate-tools/venv}"
+VENV="${SCHEMATHESIS_VENV:-$HOME/.cache/flowstate-tools/venv}"
 ST_VERSION="schemathesis>=4.32,<5"
 
 if ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1; then

@@ -320,7 +320,12 @@ impl Config {
                     .map(|(_, path)| (*path).into())
                     .unwrap_or_else(|| key.as_str().to_lowercase().into())
             }))
-            .merge(Env::prefixed("FLOWSTATE_").ignore(&["CONFIG"]).split("__"));
+            // FLOWSTATE_CONFIG names the file; FLOWSTATE_URL is the client commands' server.
+            .merge(
+                Env::prefixed("FLOWSTATE_")
+                    .ignore(&["CONFIG", "URL"])
+                    .split("__"),
+            );
         let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
@@ -472,6 +477,18 @@ mod tests {
             assert_eq!(c.key_prefix, "staging:");
             assert_eq!(c.ttl.multiplier, 0.8);
             assert_eq!(c.ttl.flow, 200, "env beats the file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_client_commands_url_is_not_a_server_setting() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FLOWSTATE_URL", "http://127.0.0.1:9000");
+            jail.set_env("FLOWSTATE_LISTEN", "127.0.0.1:9001");
+            let config = Config::load_from(None).unwrap();
+            assert_eq!(config.listen.port(), 9001);
             Ok(())
         });
     }

@@ -128,8 +128,8 @@ async fn restore(
     Ok(Json(FlowWithState::new(flow, state)))
 }
 
-/// Branch a new child flow whose state starts from a snapshot. The body is optional: none
-/// (or `{}`) forks with a generated id and the source's type.
+/// Branch a new child flow whose state starts from a snapshot. The body is optional: none,
+/// `null` or `{}` forks with a generated id and the source's type.
 #[utoipa::path(post, path = "/v1/flows/{flow_id}/snapshots/{snapshot_id}/fork", tag = "snapshots",
     params(FlowSnapshotParams), request_body = Option<ForkRequest>,
     responses(
@@ -144,11 +144,13 @@ async fn fork(
     }): ApiPath<FlowSnapshotParams>,
     ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, Json<FlowWithState>), ApiError> {
+    // No body, `null` and `{}` all fork with the defaults: the body is optional.
     let req: ForkRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ForkRequest::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<ForkRequest>>(&body)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?
+            .unwrap_or_default()
     };
     let (flow, state) = fs.fork_snapshot(&flow_id, &snapshot_id, req).await?;
     Ok((StatusCode::CREATED, Json(FlowWithState::new(flow, state))))

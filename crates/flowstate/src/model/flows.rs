@@ -68,15 +68,19 @@ pub struct NewFlow {
 #[into_params(parameter_in = Query)]
 pub struct FlowFilter {
     /// Only flows in this status.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub status: Option<String>,
     /// Only flows of this type.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub flow_type: Option<String>,
     /// Only direct children of this flow.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub parent_flow_id: Option<String>,
     /// Page size (default 100, at most [`MAX_PAGE`]).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Opaque cursor from a previous page's `next_cursor`.
+    #[param(pattern = r"^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 

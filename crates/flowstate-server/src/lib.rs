@@ -2,10 +2,11 @@
 //!
 //! # Layout
 //!
-//! - [`http`]: the router; one module per resource (`flows`, `transitions`, `health`), each
-//!   handler only parses, calls the library and maps errors (`http::error`, the one place where
-//!   library errors become statuses).
-//! - [`bench`]: the load generator behind `flowstate bench`.
+//! - [`http`]: the router; one module per resource (`flows`, `transitions`, `documents`,
+//!   `snapshots`, `health`), each handler only parses, calls the library and maps errors
+//!   (`http::error`, the one place where library errors become statuses), and the OpenAPI
+//!   document built from the handlers ([`http::openapi`], served at `/openapi.json`).
+//! - [`bench`](mod@bench): the load generator behind `flowstate bench`.
 //! - [`client`]: `flowstate health` and `flowstate flows ls | show | tree`.
 //!
 //! The caller binds the listener and supplies the shutdown future ([`Application::build`] then

@@ -9,12 +9,12 @@
 //! [`Ledger`] is their sum, which the service holds. The traits speak the domain, not SQL, so
 //! each backend uses its best statement per operation: PostgreSQL does a transition in one
 //! data-modifying CTE (and batches concurrent ones), SQLite in one immediate transaction on its
-//! single writer thread. Each backend is a folder with one file per capability ([`sqlite`],
-//! [`postgres`]); [`sql`] holds the SQL and row types both share. The same conformance tests
+//! single writer thread. Each backend is a folder with one file per capability (`sqlite/`,
+//! `postgres/`); `sql/` holds the SQL and row types both share. The same conformance tests
 //! (`flowstate-server`'s API tests) run against both.
 //!
 //! A new capability adds one trait here, one file per backend and, if both backends share its
-//! SQL, one file in [`sql`].
+//! SQL, one file in `sql/`.
 
 mod postgres;
 mod sql;

@@ -267,6 +267,60 @@ async fn a_client_that_hangs_up_mid_write_still_leaves_the_cache_current() {
 }
 
 #[tokio::test]
+async fn a_client_that_hangs_up_mid_restore_still_gets_it_done() {
+    let app = spawn_app(Backend::RedisPostgres).await;
+    app.register(json!({"flow_id": "f", "flow_type": "t"}))
+        .await;
+    let put = app
+        .send(
+            app.http
+                .put(app.url("/v1/flows/f/state"))
+                .json(&json!({"state": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    let taken = app
+        .post(
+            "/v1/flows/f/snapshots",
+            json!({"snapshot_id": "s0", "state": {"n": 0}}),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CREATED);
+    assert_eq!(
+        app.get("/v1/flows/f/state").await.body["state"],
+        json!({"n": 1})
+    );
+
+    // The restore waits on a row lock while the client gives up and hangs up.
+    let pg = sqlx::PgPool::connect(&app.config.database.url)
+        .await
+        .unwrap();
+    let mut lock = pg.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM flows WHERE flow_id = 'f' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let gave_up = app
+        .http
+        .post(app.url("/v1/flows/f/snapshots/s0/restore"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client hung up");
+
+    // The lock goes; the abandoned restore commits, and the cached state follows it.
+    lock.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.get("/v1/flows/f/state").await.body["state"] != json!({"n": 0}) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restore was dropped with its client, or the cached state stayed stale"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn history_left_behind_by_an_outside_delete_does_not_reach_the_next_flow() {
     let app = spawn_app(Backend::RedisPostgres).await;
     app.register(json!({"flow_id": "f", "flow_type": "t"}))

@@ -99,6 +99,17 @@ impl Flowstate {
     ) -> Result<(Flow, Document)> {
         ids::validate("flow_id", flow_id)?;
         ids::validate("snapshot_id", snapshot_id)?;
+        let (this, flow_id, snapshot_id) =
+            (self.clone(), flow_id.to_string(), snapshot_id.to_string());
+        self.detached(async move { this.restore_snapshot_now(&flow_id, &snapshot_id).await })
+            .await
+    }
+
+    async fn restore_snapshot_now(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+    ) -> Result<(Flow, Document)> {
         let written = self
             .ledger()
             .restore_snapshot(flow_id, snapshot_id, now())
@@ -157,19 +168,24 @@ impl Flowstate {
             version: 1,
             incarnation: 0, // assigned by the ledger
         };
-        let (child, state) = self
-            .ledger()
-            .fork_snapshot(flow_id, snapshot_id, &child)
-            .await?;
-        self.hot_write("snapshots.fork", self.hot().register_flow(&child))
+        let (this, flow_id, snapshot_id) =
+            (self.clone(), flow_id.to_string(), snapshot_id.to_string());
+        self.detached(async move {
+            let (child, state) = this
+                .ledger()
+                .fork_snapshot(&flow_id, &snapshot_id, &child)
+                .await?;
+            this.hot_write("snapshots.fork", this.hot().register_flow(&child))
+                .await;
+            this.hot_write(
+                "snapshots.fork_state",
+                this.hot()
+                    .put_document(DocKind::State, &state, &Owner::of(&child), true),
+            )
             .await;
-        self.hot_write(
-            "snapshots.fork_state",
-            self.hot()
-                .put_document(DocKind::State, &state, &Owner::of(&child), true),
-        )
-        .await;
-        Ok((child, state))
+            Ok((child, state))
+        })
+        .await
     }
 
     async fn snapshot_missing(&self, flow_id: &str, snapshot_id: &str) -> Error {

@@ -213,6 +213,25 @@ async fn a_stuck_batch_does_not_hold_up_other_flows() {
     assert_eq!(a.body["flow"]["version"], 2);
 }
 
+/// Locks flow `f`'s row in PostgreSQL, sends `request` (which waits on that lock) and hangs
+/// up after 300 ms; returns the lock, for the test to release.
+async fn hang_up_while_flow_f_is_locked(
+    app: &TestApp,
+    request: reqwest::RequestBuilder,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let pg = sqlx::PgPool::connect(&app.config.database.url)
+        .await
+        .unwrap();
+    let mut lock = pg.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM flows WHERE flow_id = 'f' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let gave_up = request.timeout(Duration::from_millis(300)).send().await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client hung up");
+    lock
+}
+
 #[tokio::test]
 async fn a_client_that_hangs_up_mid_write_still_leaves_the_cache_current() {
     let app = spawn_app(Backend::RedisPostgres).await;
@@ -222,22 +241,13 @@ async fn a_client_that_hangs_up_mid_write_still_leaves_the_cache_current() {
     assert_eq!(app.get("/v1/flows/f").await.body["status"], "initializing");
 
     // The transition waits on a row lock while the client gives up and hangs up.
-    let pg = sqlx::PgPool::connect(&app.config.database.url)
-        .await
-        .unwrap();
-    let mut lock = pg.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM flows WHERE flow_id = 'f' FOR UPDATE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let gave_up = app
-        .http
-        .post(app.url("/v1/flows/f/transitions"))
-        .json(&json!({"from": "initializing", "to": "running"}))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client hung up");
+    let lock = hang_up_while_flow_f_is_locked(
+        &app,
+        app.http
+            .post(app.url("/v1/flows/f/transitions"))
+            .json(&json!({"from": "initializing", "to": "running"})),
+    )
+    .await;
 
     // The lock goes; the abandoned transition commits, and its cache write still follows.
     lock.commit().await.unwrap();
@@ -292,21 +302,11 @@ async fn a_client_that_hangs_up_mid_restore_still_gets_it_done() {
     );
 
     // The restore waits on a row lock while the client gives up and hangs up.
-    let pg = sqlx::PgPool::connect(&app.config.database.url)
-        .await
-        .unwrap();
-    let mut lock = pg.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM flows WHERE flow_id = 'f' FOR UPDATE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let gave_up = app
-        .http
-        .post(app.url("/v1/flows/f/snapshots/s0/restore"))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(gave_up.is_err_and(|e| e.is_timeout()), "the client hung up");
+    let lock = hang_up_while_flow_f_is_locked(
+        &app,
+        app.http.post(app.url("/v1/flows/f/snapshots/s0/restore")),
+    )
+    .await;
 
     // The lock goes; the abandoned restore commits, and the cached state follows it.
     lock.commit().await.unwrap();

@@ -69,6 +69,10 @@ pub enum Error {
         /// When a retry makes sense.
         retry_after: Duration,
     },
+    /// The hot tier cannot be reached for an operation only it can do (deleting cached agent
+    /// results); nothing was applied and the caller may retry.
+    #[error("hot tier unavailable: {0}")]
+    HotTierUnavailable(String),
     /// A bug: something that should not fail did (a write task panicked, say).
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,6 +102,7 @@ impl Error {
             Error::HasChildren(_) => "flow_has_children",
             Error::StaleTransition { .. } => "stale_transition",
             Error::LedgerUnavailable { .. } => "ledger_unavailable",
+            Error::HotTierUnavailable(_) => "hot_tier_unavailable",
             Error::Config(_) => "invalid_config",
             Error::Ledger(_) | Error::Migrate(_) | Error::Internal(_) => "internal",
         }

@@ -57,7 +57,9 @@ impl From<flowstate::Error> for ApiError {
             | E::HasChildren(_)
             | E::StaleTransition { .. }
             | E::SnapshotExists(_) => StatusCode::CONFLICT,
-            E::LedgerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::LedgerUnavailable { .. } | E::HotTierUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             E::Config(_) | E::Ledger(_) | E::Migrate(_) | E::Internal(_) => {
                 tracing::error!(error = %err, "request failed unexpectedly");
                 return ApiError::internal();
@@ -69,6 +71,10 @@ impl From<flowstate::Error> for ApiError {
             E::LedgerUnavailable { retry_after, .. } => {
                 tracing::warn!(message = %api.message, "ledger unavailable");
                 api.retry_after = Some(retry_after.as_secs().max(1));
+            }
+            E::HotTierUnavailable(_) => {
+                tracing::warn!(message = %api.message, "hot tier unavailable");
+                api.retry_after = Some(1);
             }
             _ => {}
         }

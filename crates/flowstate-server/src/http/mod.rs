@@ -3,6 +3,7 @@
 //! parameters, body and responses, and the error responses every route shares are added once
 //! ([`openapi`]). The handlers are thin: parse, call [`Flowstate`], map errors (`error`).
 
+mod agent_cache;
 mod documents;
 pub mod error;
 mod flows;
@@ -68,6 +69,7 @@ fn api() -> OpenApiRouter<Flowstate> {
         .merge(transitions::routes())
         .merge(documents::routes())
         .merge(snapshots::routes())
+        .merge(agent_cache::routes())
         .merge(health::routes())
         .routes(routes!(render_metrics))
         .routes(routes!(openapi_json))
@@ -114,6 +116,7 @@ pub fn router(service: Flowstate) -> Router {
         (name = "transitions", description = "Compare-and-set status transitions and their history"),
         (name = "documents", description = "A flow's state, phase states and per-flow agent results"),
         (name = "snapshots", description = "Snapshots with lineage, restore and fork"),
+        (name = "agent-cache", description = "The agent result cache"),
         (name = "health", description = "Health, readiness, the fallback log"),
         (name = "operations", description = "Metrics and this document"),
     )
@@ -247,7 +250,7 @@ fn add_error_responses(doc: &mut utoipa::openapi::OpenApi) {
             if path.starts_with("/v1/") && path != "/v1/health" || path == "/readyz" {
                 let unavailable = ResponseBuilder::new()
                     .description(
-                        "The ledger is unreachable; nothing was applied (`ledger_unavailable`)",
+                        "The ledger is unreachable (`ledger_unavailable`), or Redis for a cache invalidation (`hot_tier_unavailable`); nothing was applied",
                     )
                     .content(
                         "application/json",

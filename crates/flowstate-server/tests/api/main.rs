@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod agent_cache;
 mod bad_input;
 mod batches;
 mod cli;

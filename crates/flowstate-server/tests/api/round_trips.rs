@@ -28,7 +28,7 @@ async fn commandstats(app: &TestApp) -> BTreeMap<String, u64> {
 }
 
 /// Runs `op` and returns (round trips it made, commandstats delta without our probes).
-async fn measure<F: std::future::Future<Output = ()>>(
+pub(crate) async fn measure<F: std::future::Future<Output = ()>>(
     app: &TestApp,
     op: F,
 ) -> (u64, BTreeMap<String, u64>) {

@@ -74,6 +74,36 @@ impl Keys {
         format!("{}flow:snapshots:{{{flow_id}}}:list", self.prefix)
     }
 
+    /// `agent:results:<agent>:<hash>`: one cached agent result (string).
+    pub fn agent_result(&self, agent: &str, hash: &str) -> String {
+        format!("{}agent:results:{agent}:{hash}", self.prefix)
+    }
+
+    /// A SCAN pattern over the agent's results whose hash matches the glob `hash_glob`; the
+    /// prefix and agent are escaped, so only `hash_glob` is a pattern.
+    pub fn agent_results_glob(&self, agent: &str, hash_glob: &str) -> String {
+        let literal = self.agent_result(agent, "");
+        let mut escaped = String::with_capacity(literal.len() + hash_glob.len());
+        for c in literal.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                escaped.push('\\');
+            }
+            escaped.push(c);
+        }
+        escaped.push_str(hash_glob);
+        escaped
+    }
+
+    /// `metrics:agent_cache:<agent>`: hit, miss, set and error counts of all instances (hash).
+    pub fn agent_cache_metrics(&self, agent: &str) -> String {
+        format!("{}metrics:agent_cache:{agent}", self.prefix)
+    }
+
+    /// `agent:meta:<agent>`: `total_cached` and `last_cached` (hash).
+    pub fn agent_meta(&self, agent: &str) -> String {
+        format!("{}agent:meta:{agent}", self.prefix)
+    }
+
     /// `flow:events:{<flow_id>}`: the flow's event stream.
     pub fn events(&self, flow_id: &str) -> String {
         format!("{}flow:events:{{{flow_id}}}", self.prefix)

@@ -4,7 +4,8 @@
 //! - [`FlowHot`]: cached flow records, the registry and hierarchy sets, the transitions stream;
 //! - [`DocumentHot`]: cached states, phase states and per-flow agent results;
 //! - [`SnapshotHot`]: cached snapshots and each flow's snapshot list;
-//! - [`EventHot`]: each flow's event stream.
+//! - [`EventHot`]: each flow's event stream;
+//! - [`AgentCacheHot`]: the agent result cache and its counters.
 //!
 //! [`HotTier`] is their sum plus what the service needs of the tier as a whole (health,
 //! counters, epochs, invalidation). Each backend is a folder with one file per capability:
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult};
 use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
 pub use self::memory::MemoryHot;
@@ -209,9 +211,45 @@ pub trait EventHot: Send + Sync + 'static {
     ) -> HotResult<()>;
 }
 
+/// The agent result cache: a pure cache (nothing of it is in the ledger), so a failed store is
+/// dropped rather than recorded for invalidation.
+#[async_trait]
+pub trait AgentCacheHot: Send + Sync + 'static {
+    /// The cached result, if any; a hit slides the entry's TTL to `ttl_secs`. One command.
+    async fn get_result(
+        &self,
+        agent: &str,
+        hash: &str,
+        ttl_secs: u64,
+    ) -> HotResult<Option<CachedResult>>;
+
+    /// Stores a result for `ttl_secs`, replacing any. One round trip.
+    async fn put_result(
+        &self,
+        agent: &str,
+        hash: &str,
+        result: &CachedResult,
+        ttl_secs: u64,
+    ) -> HotResult<()>;
+
+    /// Adds counts gathered by one instance (per agent, with its last store), in one round
+    /// trip: the shared totals every instance reads.
+    async fn record_counts(
+        &self,
+        counts: &[(String, CacheCounts, Option<time::OffsetDateTime>)],
+    ) -> HotResult<()>;
+
+    /// What has been recorded of an agent.
+    async fn cache_stats(&self, agent: &str) -> HotResult<AgentTotals>;
+
+    /// Deletes the agent's entries whose hash matches the glob `pattern` (all without one),
+    /// without blocking Redis (SCAN + UNLINK in batches); returns how many.
+    async fn invalidate_results(&self, agent: &str, pattern: Option<&str>) -> HotResult<u64>;
+}
+
 /// The whole hot tier: every capability, plus what the service needs of the tier itself.
 #[async_trait]
-pub trait HotTier: FlowHot + DocumentHot + SnapshotHot + EventHot {
+pub trait HotTier: FlowHot + DocumentHot + SnapshotHot + EventHot + AgentCacheHot {
     /// Backend name for health output (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 

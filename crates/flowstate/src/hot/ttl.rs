@@ -89,6 +89,22 @@ impl Ttls {
         self.effective(base)
     }
 
+    /// `agent:results:<agent>:*`: the agent's own TTL, else the `default` one (1800 s).
+    pub fn agent_cache(&self, agent: &str) -> u64 {
+        let c = &self.cfg.agent_cache;
+        self.effective(
+            c.get(agent)
+                .or_else(|| c.get("default"))
+                .copied()
+                .unwrap_or(1800),
+        )
+    }
+
+    /// `metrics:*` hashes.
+    pub fn metrics(&self) -> u64 {
+        self.effective(self.cfg.metrics)
+    }
+
     /// The set listing a flow's documents of `kind` (phases, agents).
     pub fn document_index(&self, kind: DocKind) -> u64 {
         match kind {

@@ -1,10 +1,12 @@
-//! The domain model: plain types for flows, transitions, documents, snapshots and the journal,
+//! The domain model: plain types for flows, transitions, documents, snapshots, the agent result
+//! cache and the journal,
 //! with the rules that need no storage (id validation, limits).
 //!
 //! This is the bottom layer. It imports nothing from the tiers ([`crate::ledger`],
 //! [`crate::hot`]) or the service ([`crate::service`]), so that both tiers can speak the same
 //! types without importing each other; `tests/layers.rs` keeps it that way.
 
+pub mod agent_cache;
 pub mod documents;
 pub mod flows;
 pub mod ids;

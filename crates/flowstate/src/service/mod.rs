@@ -6,6 +6,7 @@
 //! instance sweeps them out of Redis, so that neither a crash nor another instance's recovery
 //! can let a stale value be read.
 
+mod agent_cache;
 mod documents;
 mod fallbacks;
 mod flows;
@@ -39,7 +40,11 @@ struct Inner {
     config: Config,
     ledger: Box<dyn Ledger>,
     hot: Box<dyn HotTier>,
+    /// Effective TTLs (the hot tier holds a copy).
+    ttls: Ttls,
     fallbacks: FallbackLog,
+    /// Agent cache counts not flushed to the hot tier yet.
+    agent_cache: agent_cache::PendingCounts,
 }
 
 tokio::task_local! {
@@ -65,16 +70,18 @@ impl Flowstate {
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
             let keys = Keys::new(config.key_prefix.clone());
-            Box::new(RedisHot::connect(&config.redis, keys, ttls)?)
+            Box::new(RedisHot::connect(&config.redis, keys, ttls.clone())?)
         } else {
-            Box::new(MemoryHot::new(ttls))
+            Box::new(MemoryHot::new(ttls.clone()))
         };
         let service = Flowstate {
             inner: Arc::new(Inner {
                 config,
                 ledger,
                 hot,
+                ttls,
                 fallbacks: FallbackLog::default(),
+                agent_cache: agent_cache::PendingCounts::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {
@@ -83,6 +90,7 @@ impl Flowstate {
         // Keys an earlier run (or another instance) could not write go before the first read.
         invalidations::sweep_once(&service.inner, true).await;
         tokio::spawn(fallbacks::flush_fallbacks(Arc::downgrade(&service.inner)));
+        tokio::spawn(agent_cache::flush_counts(Arc::downgrade(&service.inner)));
         tokio::spawn(invalidations::sweep_invalidations(Arc::downgrade(
             &service.inner,
         )));
@@ -96,6 +104,10 @@ impl Flowstate {
 
     pub(crate) fn ledger(&self) -> &dyn Ledger {
         self.inner.ledger.as_ref()
+    }
+
+    pub(crate) fn ttls(&self) -> &Ttls {
+        &self.inner.ttls
     }
 
     pub(crate) fn hot(&self) -> &dyn HotTier {

@@ -5,6 +5,7 @@
 //! hierarchy, transition history and document listings are served by the ledger, which is local
 //! in the embedded setup.
 
+mod agent_cache;
 mod documents;
 mod events;
 mod flows;
@@ -98,6 +99,7 @@ pub struct MemoryHot {
     flows: Cache<String, Entry<Flow>>,
     documents: Cache<DocKey, Entry<Document>>,
     snapshots: Cache<(String, String), Entry<Snapshot>>,
+    agent_results: agent_cache::AgentResults,
     ttls: Ttls,
 }
 
@@ -117,6 +119,7 @@ impl MemoryHot {
                 .max_capacity(MAX_ENTRIES)
                 .expire_after(EntryTtl)
                 .build(),
+            agent_results: agent_cache::AgentResults::new(),
             ttls,
         }
     }

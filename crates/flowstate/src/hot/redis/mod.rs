@@ -12,6 +12,7 @@
 //! brings the tier back (PING with capped exponential backoff, then invalidation of every key a
 //! write missed, then close).
 
+mod agent_cache;
 mod documents;
 mod events;
 mod flows;
@@ -167,6 +168,26 @@ impl Core {
         }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         match cmd.query_async(&mut self.conn()).await {
+            Ok(v) => {
+                self.breaker.succeeded();
+                Ok(v)
+            }
+            Err(e) => {
+                if unavailable(&e) {
+                    self.breaker.read_failed(e.is_timeout());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A read-only pipeline through the breaker, in one round trip.
+    async fn read_pipeline<T: ::redis::FromRedisValue>(&self, pipe: &Pipeline) -> HotResult<T> {
+        if !self.breaker.admit_read() {
+            return Err(HotError::Unavailable);
+        }
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        match pipe.query_async(&mut self.conn()).await {
             Ok(v) => {
                 self.breaker.succeeded();
                 Ok(v)

@@ -1,0 +1,187 @@
+//! The agent result cache in process: entries in a moka cache bounded by their size (the JSON
+//! of their output), each with its own TTL that a hit slides forward, as `GETEX` does on
+//! Redis; the counters the service flushes are summed here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::sync::Cache;
+use time::OffsetDateTime;
+
+use super::MemoryHot;
+use crate::hot::{AgentCacheHot, HotResult};
+use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult};
+
+/// Bytes of cached results kept at most; the least useful are evicted first.
+const MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// One cached result with its TTL.
+#[derive(Clone)]
+struct Entry {
+    result: Arc<CachedResult>,
+    ttl: Duration,
+}
+
+struct SlidingTtl;
+
+impl moka::Expiry<(String, String), Entry> for SlidingTtl {
+    fn expire_after_create(&self, _: &(String, String), e: &Entry, _: Instant) -> Option<Duration> {
+        Some(e.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &(String, String),
+        e: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+
+    /// A hit slides the TTL forward.
+    fn expire_after_read(
+        &self,
+        _: &(String, String),
+        e: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(e.ttl)
+    }
+}
+
+/// The agent result cache of the in-process tier.
+pub(super) struct AgentResults {
+    entries: Cache<(String, String), Entry>,
+    /// Per agent: what has been recorded.
+    stats: Mutex<HashMap<String, AgentTotals>>,
+}
+
+impl AgentResults {
+    pub(super) fn new() -> Self {
+        AgentResults {
+            entries: Cache::builder()
+                .max_capacity(MAX_BYTES)
+                .weigher(|(agent, hash): &(String, String), e: &Entry| {
+                    let bytes = serde_json::to_vec(&e.result.output).map_or(0, |v| v.len());
+                    u32::try_from(agent.len() + hash.len() + bytes + 64).unwrap_or(u32::MAX)
+                })
+                .expire_after(SlidingTtl)
+                .build(),
+            stats: Mutex::default(),
+        }
+    }
+}
+
+/// Whether `text` matches the glob `pattern` (`*` any run, `?` one character).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
+        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
+    }
+}
+
+#[async_trait]
+impl AgentCacheHot for MemoryHot {
+    async fn get_result(
+        &self,
+        agent: &str,
+        hash: &str,
+        // The entry's own TTL, set by its store, is the agent's already.
+        _ttl_secs: u64,
+    ) -> HotResult<Option<CachedResult>> {
+        // Reading slides the entry's TTL (`SlidingTtl::expire_after_read`), as GETEX does.
+        let key = (agent.to_string(), hash.to_string());
+        Ok(self
+            .agent_results
+            .entries
+            .get(&key)
+            .map(|e| CachedResult::clone(&e.result)))
+    }
+
+    async fn put_result(
+        &self,
+        agent: &str,
+        hash: &str,
+        result: &CachedResult,
+        ttl_secs: u64,
+    ) -> HotResult<()> {
+        self.agent_results.entries.insert(
+            (agent.to_string(), hash.to_string()),
+            Entry {
+                result: Arc::new(result.clone()),
+                ttl: Duration::from_secs(ttl_secs),
+            },
+        );
+        Ok(())
+    }
+
+    async fn record_counts(
+        &self,
+        counts: &[(String, CacheCounts, Option<OffsetDateTime>)],
+    ) -> HotResult<()> {
+        let mut stats = self
+            .agent_results
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (agent, c, last) in counts {
+            let totals = stats.entry(agent.clone()).or_default();
+            totals.counts.add(c);
+            totals.total_cached += c.set;
+            if last.is_some() {
+                totals.last_cached = *last;
+            }
+        }
+        Ok(())
+    }
+
+    async fn cache_stats(&self, agent: &str) -> HotResult<AgentTotals> {
+        let stats = self
+            .agent_results
+            .stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(stats.get(agent).copied().unwrap_or_default())
+    }
+
+    async fn invalidate_results(&self, agent: &str, pattern: Option<&str>) -> HotResult<u64> {
+        let pattern = pattern.unwrap_or("*").as_bytes();
+        let doomed: Vec<(String, String)> = self
+            .agent_results
+            .entries
+            .iter()
+            .filter(|(k, _)| k.0 == agent && glob_match(pattern, k.1.as_bytes()))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        let mut deleted = 0;
+        for key in doomed {
+            if self.agent_results.entries.remove(&key).is_some() {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_like_redis() {
+        assert!(glob_match(b"*", b"abc"));
+        assert!(glob_match(b"ab*", b"abc"));
+        assert!(glob_match(b"a?c", b"abc"));
+        assert!(glob_match(b"*c", b"abc"));
+        assert!(!glob_match(b"ab", b"abc"));
+        assert!(!glob_match(b"?", b""));
+        assert!(glob_match(b"", b""));
+    }
+}

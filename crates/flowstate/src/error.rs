@@ -41,6 +41,10 @@ pub enum Error {
         /// The snapshot asked for.
         snapshot_id: String,
     },
+    /// A cache store under a lease that is no longer the caller's (expired and taken over, or
+    /// already used); nothing was stored.
+    #[error("the lease is no longer held by this token")]
+    StaleLease,
     /// A snapshot with this id already exists for the flow.
     #[error("snapshot {0} already exists")]
     SnapshotExists(String),
@@ -98,6 +102,7 @@ impl Error {
             Error::DocumentNotFound { code, .. } => code,
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
             Error::SnapshotExists(_) => "snapshot_exists",
+            Error::StaleLease => "stale_lease",
             Error::FlowExists(_) => "flow_exists",
             Error::HasChildren(_) => "flow_has_children",
             Error::StaleTransition { .. } => "stale_transition",

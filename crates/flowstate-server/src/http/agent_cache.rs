@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use flowstate::Flowstate;
-use flowstate::model::agent_cache::{CacheLookup, CachePut, CacheStats};
+use flowstate::model::agent_cache::{CacheLookup, CachePut, CacheStats, Lookup};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -50,6 +50,9 @@ struct LookupAnswer {
     /// How long computing it took, in seconds (hits whose store gave it).
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_time: Option<f64>,
+    /// On a miss with `lease_ms`: this caller holds the lease; store the result with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease_token: Option<String>,
 }
 
 /// A store's answer.
@@ -78,7 +81,9 @@ struct Deleted {
 }
 
 /// Look up a cached result: the same input and context (in any key order) hit. A hit slides
-/// the entry's TTL forward. With Redis unreachable every lookup misses (`Flowstate-Degraded`).
+/// the entry's TTL forward. With `lease_ms`, a miss takes the lease unless another caller holds
+/// it (then, with `wait_ms`, waits for that caller's result). With Redis unreachable every
+/// lookup misses (`Flowstate-Degraded`).
 #[utoipa::path(post, path = "/v1/agent-cache/{agent}/lookup", tag = "agent-cache",
     params(AgentParam), request_body = CacheLookup,
     responses((status = 200, description = "Hit or miss", body = LookupAnswer)))]
@@ -88,17 +93,19 @@ async fn lookup(
     ApiJson(req): ApiJson<CacheLookup>,
 ) -> Result<Json<LookupAnswer>, ApiError> {
     let answer = match fs.cache_lookup(&agent, req).await? {
-        Some(r) => LookupAnswer {
+        Lookup::Hit(r) => LookupAnswer {
             hit: true,
             output: Some(r.output),
             cached_at: Some(r.cached_at),
             execution_time: r.execution_time,
+            lease_token: None,
         },
-        None => LookupAnswer {
+        Lookup::Miss(lease_token) => LookupAnswer {
             hit: false,
             output: None,
             cached_at: None,
             execution_time: None,
+            lease_token,
         },
     };
     Ok(Json(answer))
@@ -107,7 +114,10 @@ async fn lookup(
 /// Cache a result for the agent's TTL (configurable per agent).
 #[utoipa::path(put, path = "/v1/agent-cache/{agent}", tag = "agent-cache",
     params(AgentParam), request_body = CachePut,
-    responses((status = 201, description = "Stored (or dropped, while Redis is unreachable)", body = Stored)))]
+    responses(
+        (status = 201, description = "Stored (or dropped, while Redis is unreachable)", body = Stored),
+        (status = 409, description = "`lease_token` no longer holds the lease (`stale_lease`); nothing stored", body = super::ErrorBody),
+    ))]
 async fn put(
     State(fs): State<Flowstate>,
     ApiPath(AgentParam { agent }): ApiPath<AgentParam>,

@@ -56,7 +56,8 @@ impl From<flowstate::Error> for ApiError {
             E::FlowExists(_)
             | E::HasChildren(_)
             | E::StaleTransition { .. }
-            | E::SnapshotExists(_) => StatusCode::CONFLICT,
+            | E::SnapshotExists(_)
+            | E::StaleLease => StatusCode::CONFLICT,
             E::LedgerUnavailable { .. } | E::HotTierUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -233,3 +233,124 @@ async fn redis_down_means_misses_and_dropped_stores() {
     assert_eq!(invalidate.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(invalidate.body["error"]["code"], "hot_tier_unavailable");
 }
+
+async fn one_lease_among_concurrent_lookups(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..50 {
+        let (http, url, tx) = (
+            app.http.clone(),
+            app.url("/v1/agent-cache/planner/lookup"),
+            tx.clone(),
+        );
+        tokio::spawn(async move {
+            let answer: Value = http
+                .post(url)
+                .json(&json!({"input": {"q": 1}, "lease_ms": 10_000, "wait_ms": 10_000}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let _ = tx.send(answer);
+        });
+    }
+    // The lease holder is answered at once; everyone else waits for its result.
+    let holder = rx.recv().await.unwrap();
+    assert_eq!(holder["hit"], false, "{holder}");
+    let token = holder["lease_token"]
+        .as_str()
+        .expect("the first answer holds the lease");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "the others wait for the holder's result"
+    );
+    let stored = put(
+        &app,
+        "planner",
+        json!({"input": {"q": 1}, "output": "computed once", "lease_token": token}),
+    )
+    .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.body);
+    for _ in 0..49 {
+        let waiter = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("every waiter is served")
+            .unwrap();
+        assert_eq!(waiter["hit"], true, "{waiter}");
+        assert_eq!(waiter["output"], "computed once");
+        assert!(waiter.get("lease_token").is_none());
+    }
+    let stats = app.get("/v1/agent-cache/planner/stats").await;
+    assert_eq!(
+        (stats.body["hit"].clone(), stats.body["miss"].clone()),
+        (json!(49), json!(1))
+    );
+}
+all_backends!(one_lease_among_concurrent_lookups);
+
+async fn an_expired_lease_is_taken_over_and_its_store_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let leased = |ms: u64| json!({"input": "x", "lease_ms": ms});
+    let first = lookup(&app, "planner", leased(300)).await;
+    let stale = first.body["lease_token"].as_str().unwrap().to_string();
+    let held = lookup(&app, "planner", leased(300)).await;
+    assert_eq!(
+        held.body,
+        json!({"hit": false}),
+        "held by the first caller, no wait"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = lookup(&app, "planner", leased(5000)).await;
+    let fresh = second.body["lease_token"]
+        .as_str()
+        .expect("the expired lease is taken over");
+    let refused = put(
+        &app,
+        "planner",
+        json!({"input": "x", "output": 1, "lease_token": stale}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.body["error"]["code"], "stale_lease");
+    assert_eq!(
+        lookup(&app, "planner", json!({"input": "x"})).await.body["hit"],
+        false,
+        "nothing stored"
+    );
+    let stored = put(
+        &app,
+        "planner",
+        json!({"input": "x", "output": 2, "lease_token": fresh}),
+    )
+    .await;
+    assert_eq!(stored.status, StatusCode::CREATED);
+    assert_eq!(
+        lookup(&app, "planner", json!({"input": "x"})).await.body["output"],
+        2
+    );
+    let reused = put(
+        &app,
+        "planner",
+        json!({"input": "x", "output": 3, "lease_token": fresh}),
+    )
+    .await;
+    assert_eq!(
+        reused.status,
+        StatusCode::CONFLICT,
+        "a lease serves one store"
+    );
+    // A waiter whose holder never stores gets the lease once it expires.
+    let holder = lookup(&app, "critic", json!({"input": "y", "lease_ms": 300})).await;
+    assert!(holder.body["lease_token"].is_string());
+    let waiter = lookup(
+        &app,
+        "critic",
+        json!({"input": "y", "lease_ms": 300, "wait_ms": 3000}),
+    )
+    .await;
+    assert!(waiter.body["lease_token"].is_string(), "{}", waiter.body);
+}
+all_backends!(an_expired_lease_is_taken_over_and_its_store_refused);

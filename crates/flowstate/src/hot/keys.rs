@@ -79,6 +79,16 @@ impl Keys {
         format!("{}agent:results:{agent}:{hash}", self.prefix)
     }
 
+    /// `agent:lease:{<result key>}`: who computes a missing result (string: the token). Its
+    /// hash tag is the result's key, so both live in one Redis Cluster slot.
+    pub fn agent_lease(&self, agent: &str, hash: &str) -> String {
+        format!(
+            "{}agent:lease:{{{}}}",
+            self.prefix,
+            self.agent_result(agent, hash)
+        )
+    }
+
     /// A SCAN pattern over the agent's results whose hash matches the glob `hash_glob`; the
     /// prefix and agent are escaped, so only `hash_glob` is a pattern.
     pub fn agent_results_glob(&self, agent: &str, hash_glob: &str) -> String {

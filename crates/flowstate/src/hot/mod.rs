@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult};
+use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
 use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
 pub use self::memory::MemoryHot;
@@ -222,6 +222,28 @@ pub trait AgentCacheHot: Send + Sync + 'static {
         hash: &str,
         ttl_secs: u64,
     ) -> HotResult<Option<CachedResult>>;
+
+    /// The cached result, or else a lease for `lease_ms` under `token` unless another caller
+    /// holds one. One round trip.
+    async fn get_or_lease(
+        &self,
+        agent: &str,
+        hash: &str,
+        ttl_secs: u64,
+        token: &str,
+        lease_ms: u64,
+    ) -> HotResult<LeasedLookup>;
+
+    /// Stores a result if the lease is still held under `token`, and releases it; false (and
+    /// nothing stored) otherwise. One round trip.
+    async fn put_leased(
+        &self,
+        agent: &str,
+        hash: &str,
+        result: &CachedResult,
+        ttl_secs: u64,
+        token: &str,
+    ) -> HotResult<bool>;
 
     /// Stores a result for `ttl_secs`, replacing any. One round trip.
     async fn put_result(

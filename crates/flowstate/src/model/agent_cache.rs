@@ -24,6 +24,40 @@ pub struct CacheLookup {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub context: Option<Value>,
+    /// On a miss, take a lease for this long: the answer carries a `lease_token` when this
+    /// caller is the one to compute the result (one caller at a time).
+    #[schema(minimum = 1, maximum = 600_000)]
+    pub lease_ms: Option<u64>,
+    /// With `lease_ms`, while another caller holds the lease, wait this long for its result
+    /// (answered as a hit) or for the lease to expire (then this caller may take it).
+    #[schema(minimum = 0, maximum = 60_000)]
+    pub wait_ms: Option<u64>,
+}
+
+/// Longest lease a lookup may take.
+pub const MAX_LEASE_MS: u64 = 600_000;
+
+/// Longest a lookup may wait for another caller's result.
+pub const MAX_WAIT_MS: u64 = 60_000;
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// A cached result.
+    Hit(CachedResult),
+    /// Nothing cached; with `Some`, this caller holds the lease under that token.
+    Miss(Option<String>),
+}
+
+/// What a lookup that may take a lease found in the hot tier.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeasedLookup {
+    /// A cached result.
+    Hit(CachedResult),
+    /// Nothing cached, and the lease is now the caller's.
+    Leased,
+    /// Nothing cached, and another caller holds the lease.
+    Held,
 }
 
 /// A result to cache.
@@ -43,6 +77,9 @@ pub struct CachePut {
     /// How long computing it took, in seconds (reported back on hits).
     #[schema(minimum = 0.0)]
     pub execution_time: Option<f64>,
+    /// The token of the lease this result was computed under: stored only if the lease is
+    /// still the caller's (409 `stale_lease` otherwise).
+    pub lease_token: Option<String>,
 }
 
 /// A cached result.

@@ -1,4 +1,5 @@
-//! The agent result cache (reference §1.4): look up, store, statistics, invalidation.
+//! The agent result cache (reference §1.4): look up, store, statistics, invalidation, and
+//! stampede protection.
 //!
 //! It is a pure cache: nothing of it is in the ledger. A lookup is one hot-tier command (on
 //! Redis a `GETEX` that also slides the TTL); a store one round trip. When the hot tier fails
@@ -6,22 +7,70 @@
 //! degraded; nothing fails. Hit, miss, set and error counts are gathered in process and
 //! flushed to the hot tier once a second ([`flush_counts`]), never on the request path; the
 //! statistics read the shared totals plus what this instance has not flushed yet.
+//!
+//! Stampedes: a lookup with `lease_ms` that misses takes a lease in the same round trip, so of
+//! many concurrent callers exactly one gets a `lease_token` and computes. The others, with
+//! `wait_ms`, wait for its store: a store on this instance wakes them at once; otherwise they
+//! look again with capped backoff (10 ms doubling to 200 ms), never in a tight loop. A lease
+//! that expires lets the next lookup take it over.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use time::OffsetDateTime;
 
 use super::{Flowstate, Inner};
 use crate::error::{Error, Result};
 use crate::model::agent_cache::{
-    CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, entry_hash, validate_pattern,
+    CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, LeasedLookup, Lookup,
+    MAX_LEASE_MS, MAX_WAIT_MS, entry_hash, validate_pattern,
 };
 use crate::model::{ids, now};
 
 /// How often gathered counts are flushed to the hot tier.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// First and longest pause between two looks of a lookup waiting for another caller's result.
+const WAIT_FIRST: Duration = Duration::from_millis(10);
+const WAIT_MAX: Duration = Duration::from_millis(200);
+
+/// Lookups on this instance waiting for a result, by (agent, hash): a store wakes them.
+#[derive(Default)]
+pub(super) struct Waiters {
+    by_key: Mutex<HashMap<(String, String), Arc<Notify>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Arc<Notify>>> {
+        self.by_key.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, agent: &str, hash: &str) -> Arc<Notify> {
+        self.lock()
+            .entry((agent.to_string(), hash.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets the key once nobody waits on it any more.
+    fn unsubscribe(&self, agent: &str, hash: &str, notify: Arc<Notify>) {
+        drop(notify);
+        let mut map = self.lock();
+        let key = (agent.to_string(), hash.to_string());
+        if map.get(&key).is_some_and(|n| Arc::strong_count(n) == 1) {
+            map.remove(&key);
+        }
+    }
+
+    fn wake(&self, agent: &str, hash: &str) {
+        if let Some(n) = self.lock().get(&(agent.to_string(), hash.to_string())) {
+            n.notify_waiters();
+        }
+    }
+}
 
 /// Counts gathered since the last flush, per agent, with the last store.
 #[derive(Default)]
@@ -61,36 +110,89 @@ impl PendingCounts {
 
 impl Flowstate {
     /// The cached result of `agent` for this input and context, if any (a hit slides its TTL).
-    pub async fn cache_lookup(
-        &self,
-        agent: &str,
-        req: CacheLookup,
-    ) -> Result<Option<CachedResult>> {
+    /// With `lease_ms`, a miss takes the lease when nobody holds it (the answer carries its
+    /// token), and with `wait_ms` waits for the holder's result.
+    pub async fn cache_lookup(&self, agent: &str, req: CacheLookup) -> Result<Lookup> {
         ids::validate("agent", agent)?;
+        if req.lease_ms.is_some_and(|l| l == 0 || l > MAX_LEASE_MS) {
+            return Err(Error::InvalidInput(format!(
+                "lease_ms must be within 1..={MAX_LEASE_MS}"
+            )));
+        }
+        if req.wait_ms.is_some_and(|w| w > MAX_WAIT_MS) {
+            return Err(Error::InvalidInput(format!(
+                "wait_ms must be within 0..={MAX_WAIT_MS}"
+            )));
+        }
+        if req.wait_ms.is_some() && req.lease_ms.is_none() {
+            return Err(Error::InvalidInput("wait_ms needs lease_ms".into()));
+        }
         let hash = entry_hash(agent, &req.input, req.context.as_ref())?;
         let ttl = self.ttls().agent_cache(agent);
-        let found = self
-            .hot_read(
-                "agent_cache.lookup",
-                self.hot().get_result(agent, &hash, ttl),
-            )
-            .await;
-        let pending = &self.inner.agent_cache;
-        match found {
-            Some(Some(result)) => {
-                pending.count(agent, |c, _| c.hit += 1);
-                Ok(Some(result))
+        let Some(lease_ms) = req.lease_ms else {
+            let found = self
+                .hot_read(
+                    "agent_cache.lookup",
+                    self.hot().get_result(agent, &hash, ttl),
+                )
+                .await;
+            return Ok(self.count_lookup(
+                agent,
+                found.map(|f| f.map_or(Lookup::Miss(None), Lookup::Hit)),
+            ));
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(req.wait_ms.unwrap_or(0));
+        let waiters = &self.inner.agent_cache_waiters;
+        let notify = waiters.subscribe(agent, &hash);
+        let mut pause = WAIT_FIRST;
+        let outcome = loop {
+            // Registered before looking, so a store between the look and the wait still wakes.
+            let stored = notify.notified();
+            tokio::pin!(stored);
+            stored.as_mut().enable();
+            let token = uuid::Uuid::now_v7().simple().to_string();
+            let found = self
+                .hot_read(
+                    "agent_cache.lookup",
+                    self.hot().get_or_lease(agent, &hash, ttl, &token, lease_ms),
+                )
+                .await;
+            match found {
+                Some(LeasedLookup::Hit(result)) => break Some(Lookup::Hit(result)),
+                Some(LeasedLookup::Leased) => break Some(Lookup::Miss(Some(token))),
+                None => break None,
+                Some(LeasedLookup::Held) => {}
             }
-            Some(None) => {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break Some(Lookup::Miss(None));
+            }
+            let _ = tokio::time::timeout((deadline - now).min(pause), stored).await;
+            pause = (pause * 2).min(WAIT_MAX);
+        };
+        waiters.unsubscribe(agent, &hash, notify);
+        Ok(self.count_lookup(agent, outcome))
+    }
+
+    /// Counts a lookup's outcome (`None`: the hot tier failed, a miss) and passes it on.
+    fn count_lookup(&self, agent: &str, outcome: Option<Lookup>) -> Lookup {
+        let pending = &self.inner.agent_cache;
+        match outcome {
+            Some(Lookup::Hit(result)) => {
+                pending.count(agent, |c, _| c.hit += 1);
+                Lookup::Hit(result)
+            }
+            Some(miss) => {
                 pending.count(agent, |c, _| c.miss += 1);
-                Ok(None)
+                miss
             }
             None => {
                 pending.count(agent, |c, _| {
                     c.miss += 1;
                     c.error += 1;
                 });
-                Ok(None)
+                Lookup::Miss(None)
             }
         }
     }
@@ -115,13 +217,29 @@ impl Flowstate {
             execution_time: req.execution_time,
         };
         let ttl = self.ttls().agent_cache(agent);
-        let stored = self
-            .hot_read(
-                "agent_cache.put",
-                self.hot().put_result(agent, &hash, &result, ttl),
-            )
-            .await
-            .is_some();
+        let stored = match &req.lease_token {
+            None => self
+                .hot_read(
+                    "agent_cache.put",
+                    self.hot().put_result(agent, &hash, &result, ttl),
+                )
+                .await
+                .is_some(),
+            Some(token) => match self
+                .hot_read(
+                    "agent_cache.put",
+                    self.hot().put_leased(agent, &hash, &result, ttl, token),
+                )
+                .await
+            {
+                Some(true) => true,
+                Some(false) => return Err(Error::StaleLease),
+                None => false,
+            },
+        };
+        if stored {
+            self.inner.agent_cache_waiters.wake(agent, &hash);
+        }
         self.inner.agent_cache.count(agent, |c, last| {
             if stored {
                 c.set += 1;

@@ -45,6 +45,8 @@ struct Inner {
     fallbacks: FallbackLog,
     /// Agent cache counts not flushed to the hot tier yet.
     agent_cache: agent_cache::PendingCounts,
+    /// Agent cache lookups waiting for another caller's result.
+    agent_cache_waiters: agent_cache::Waiters,
 }
 
 tokio::task_local! {
@@ -82,6 +84,7 @@ impl Flowstate {
                 ttls,
                 fallbacks: FallbackLog::default(),
                 agent_cache: agent_cache::PendingCounts::default(),
+                agent_cache_waiters: agent_cache::Waiters::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::MemoryHot;
 use crate::hot::{AgentCacheHot, HotResult};
-use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult};
+use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
 
 /// Bytes of cached results kept at most; the least useful are evicted first.
 const MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -59,6 +59,8 @@ pub(super) struct AgentResults {
     entries: Cache<(String, String), Entry>,
     /// Per agent: what has been recorded.
     stats: Mutex<HashMap<String, AgentTotals>>,
+    /// Leases on missing results: token and expiry.
+    leases: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
 impl AgentResults {
@@ -73,6 +75,7 @@ impl AgentResults {
                 .expire_after(SlidingTtl)
                 .build(),
             stats: Mutex::default(),
+            leases: Mutex::default(),
         }
     }
 }
@@ -103,6 +106,70 @@ impl AgentCacheHot for MemoryHot {
             .entries
             .get(&key)
             .map(|e| CachedResult::clone(&e.result)))
+    }
+
+    async fn get_or_lease(
+        &self,
+        agent: &str,
+        hash: &str,
+        ttl_secs: u64,
+        token: &str,
+        lease_ms: u64,
+    ) -> HotResult<LeasedLookup> {
+        if let Some(hit) = self.get_result(agent, hash, ttl_secs).await? {
+            return Ok(LeasedLookup::Hit(hit));
+        }
+        let key = (agent.to_string(), hash.to_string());
+        let now = Instant::now();
+        let mut leases = self
+            .agent_results
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        leases.retain(|_, (_, until)| *until > now);
+        if leases.contains_key(&key) {
+            return Ok(LeasedLookup::Held);
+        }
+        // A store may have landed between the lookup and the lock: it released no lease, so
+        // check once more under it.
+        if let Some(e) = self.agent_results.entries.get(&key) {
+            return Ok(LeasedLookup::Hit(CachedResult::clone(&e.result)));
+        }
+        leases.insert(
+            key,
+            (token.to_string(), now + Duration::from_millis(lease_ms)),
+        );
+        Ok(LeasedLookup::Leased)
+    }
+
+    async fn put_leased(
+        &self,
+        agent: &str,
+        hash: &str,
+        result: &CachedResult,
+        ttl_secs: u64,
+        token: &str,
+    ) -> HotResult<bool> {
+        let key = (agent.to_string(), hash.to_string());
+        let mut leases = self
+            .agent_results
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match leases.get(&key) {
+            Some((held, until)) if held == token && *until > Instant::now() => {
+                leases.remove(&key);
+            }
+            _ => return Ok(false),
+        }
+        self.agent_results.entries.insert(
+            key,
+            Entry {
+                result: Arc::new(result.clone()),
+                ttl: Duration::from_secs(ttl_secs),
+            },
+        );
+        Ok(true)
     }
 
     async fn put_result(

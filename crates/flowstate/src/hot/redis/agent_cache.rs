@@ -5,13 +5,23 @@
 //! `metrics:agent_cache:<agent>` and `agent:meta:<agent>` (the reference's keys). Being a pure
 //! cache, a store that fails is dropped, not recorded for invalidation.
 
+use std::sync::LazyLock;
+
+use ::redis::Script;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::RedisHot;
 use crate::hot::{AgentCacheHot, HotError, HotResult, codec};
-use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult};
+use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
+
+const LOOKUP_OR_LEASE_SRC: &str = include_str!("scripts/cache_lookup_or_lease.lua");
+const PUT_LEASED_SRC: &str = include_str!("scripts/cache_put_leased.lua");
+/// This capability's scripts, loaded at startup.
+pub(super) const SCRIPTS: &[&str] = &[LOOKUP_OR_LEASE_SRC, PUT_LEASED_SRC];
+static LOOKUP_OR_LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LOOKUP_OR_LEASE_SRC));
+static PUT_LEASED: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_LEASED_SRC));
 
 /// Keys found by one SCAN step, and unlinked together.
 const SCAN_COUNT: usize = 1000;
@@ -35,6 +45,65 @@ impl AgentCacheHot for RedisHot {
         let (_, result): (i64, CachedResult) =
             codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
         Ok(Some(result))
+    }
+
+    async fn get_or_lease(
+        &self,
+        agent: &str,
+        hash: &str,
+        ttl_secs: u64,
+        token: &str,
+        lease_ms: u64,
+    ) -> HotResult<LeasedLookup> {
+        let key = self.keys.agent_result(agent, hash);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(LOOKUP_OR_LEASE.get_hash())
+            .arg(2)
+            .arg(&key)
+            .arg(self.keys.agent_lease(agent, hash))
+            .arg(ttl_secs)
+            .arg(token)
+            .arg(lease_ms);
+        let ((outcome, value),): ((i64, Option<Vec<u8>>),) = self
+            .core
+            .read_pipeline(&pipe, &[LOOKUP_OR_LEASE_SRC])
+            .await?;
+        Ok(match (outcome, value) {
+            (1, Some(value)) => {
+                let (_, result): (i64, CachedResult) =
+                    codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+                LeasedLookup::Hit(result)
+            }
+            (2, _) => LeasedLookup::Leased,
+            _ => LeasedLookup::Held,
+        })
+    }
+
+    async fn put_leased(
+        &self,
+        agent: &str,
+        hash: &str,
+        result: &CachedResult,
+        ttl_secs: u64,
+        token: &str,
+    ) -> HotResult<bool> {
+        let key = self.keys.agent_result(agent, hash);
+        let value = codec::encode(0, result).map_err(|reason| HotError::Corrupt {
+            key: key.clone(),
+            reason,
+        })?;
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(PUT_LEASED.get_hash())
+            .arg(2)
+            .arg(&key)
+            .arg(self.keys.agent_lease(agent, hash))
+            .arg(value)
+            .arg(ttl_secs)
+            .arg(token);
+        let (stored,): (i64,) = self.core.read_pipeline(&pipe, &[PUT_LEASED_SRC]).await?;
+        Ok(stored == 1)
     }
 
     async fn put_result(
@@ -97,7 +166,7 @@ impl AgentCacheHot for RedisHot {
         let (metrics, meta): (
             std::collections::HashMap<String, u64>,
             std::collections::HashMap<String, String>,
-        ) = self.core.read_pipeline(&pipe).await?;
+        ) = self.core.read_pipeline(&pipe, &[]).await?;
         let get = |f: &str| metrics.get(f).copied().unwrap_or(0);
         let counts = CacheCounts {
             hit: get("hit"),

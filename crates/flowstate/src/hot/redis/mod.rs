@@ -88,9 +88,18 @@ impl Core {
     /// cache) loads `scripts` and sends it once more. Every command in our pipelines is
     /// idempotent or guarded by a script that did not run, so the resend is safe.
     async fn run(&self, pipe: &Pipeline, scripts: &[&str]) -> ::redis::RedisResult<()> {
+        self.query(pipe, scripts).await
+    }
+
+    /// [`Core::run`], returning the pipeline's replies.
+    async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        scripts: &[&str],
+    ) -> ::redis::RedisResult<T> {
         let mut conn = self.conn();
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match pipe.exec_async(&mut conn).await {
+        match pipe.query_async(&mut conn).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 let mut load = ::redis::pipe();
                 for src in scripts {
@@ -98,7 +107,7 @@ impl Core {
                 }
                 self.round_trips.fetch_add(2, Ordering::Relaxed);
                 load.exec_async(&mut conn).await?;
-                pipe.exec_async(&mut conn).await
+                pipe.query_async(&mut conn).await
             }
             other => other,
         }
@@ -182,12 +191,17 @@ impl Core {
     }
 
     /// A read-only pipeline through the breaker, in one round trip.
-    async fn read_pipeline<T: ::redis::FromRedisValue>(&self, pipe: &Pipeline) -> HotResult<T> {
+    /// Scripts it runs are loaded again after NOSCRIPT. A pure cache's stores go this way
+    /// too: a store that fails is dropped, never marked dirty.
+    async fn read_pipeline<T: ::redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        scripts: &[&str],
+    ) -> HotResult<T> {
         if !self.breaker.admit_read() {
             return Err(HotError::Unavailable);
         }
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match pipe.query_async(&mut self.conn()).await {
+        match self.query(pipe, scripts).await {
             Ok(v) => {
                 self.breaker.succeeded();
                 Ok(v)
@@ -344,7 +358,12 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Every script, for loading them all up front.
-const SCRIPTS: [&[&str]; 3] = [flows::SCRIPTS, documents::SCRIPTS, snapshots::SCRIPTS];
+const SCRIPTS: [&[&str]; 4] = [
+    flows::SCRIPTS,
+    documents::SCRIPTS,
+    snapshots::SCRIPTS,
+    agent_cache::SCRIPTS,
+];
 
 #[async_trait]
 impl HotTier for RedisHot {

@@ -39,12 +39,15 @@ if [ -f "$REF/seed_baseline.py" ]; then
   /tmp/flowstate-seedbench/.venv/bin/pip install -q redis
   /tmp/flowstate-seedbench/.venv/bin/python /tmp/flowstate-seedbench/seed_baseline.py \
     --port "$PORT" --conc "$CONC" --seconds 3 \
-    --ops register_flow_child,transition_state,save_phase_state 2>&1 | tee "$OUT/reference.txt"
+    --ops register_flow_child,transition_state,save_phase_state,get_cached_result,get_cached_result_70,cache_agent_result 2>&1 | tee "$OUT/reference.txt"
   cp "/tmp/flowstate-bench-redis-$PORT.pid" "/tmp/flowstate-seedbench/redis-$PORT.pid"
   (cd /tmp/flowstate-seedbench && ./bench_limits.sh "$PORT") 2>/dev/null | tail -n 20 > "$OUT/redis-benchmark.txt" || true
 else
   echo "(no reference bench at $REF: reference figures skipped; set REFERENCE_BENCH_DIR)"
 fi
+
+# The physical limit of one round trip per operation: GET on the same Redis, 16 clients.
+redis-benchmark -p "$PORT" -t get -c 16 -P 1 -n 200000 -d 2048 -q 2>/dev/null | tee "$OUT/redis-benchmark-get.txt"
 
 # --- flowstate ----------------------------------------------------------------------------------
 run_config() { # name, env...
@@ -56,7 +59,7 @@ run_config() { # name, env...
   until curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null; do sleep 0.1; done
   local redis_arg=()
   [[ " $* " == *" REDIS_URL="* ]] && redis_arg=(--redis-url "redis://127.0.0.1:$PORT/0")
-  for scenario in register transition get-flow phase-save phase-get state-get; do
+  for scenario in register transition get-flow phase-save phase-get state-get cache-hit cache-mix cache-set; do
     "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
       --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
   done
@@ -84,7 +87,7 @@ run_config() { # name, env...
   # beside the reference's driver, which calls its Python functions directly.
   echo "-- in process (library, no HTTP)" | tee -a "$OUT/flowstate.txt"
   redis-cli -p "$PORT" flushall >/dev/null
-  for scenario in register transition phase-save get-flow state-get; do
+  for scenario in register transition phase-save get-flow state-get cache-hit cache-mix cache-set; do
     env "$@" RUST_LOG=warn "$BIN" bench --in-process --scenario "$scenario" \
       --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
   done

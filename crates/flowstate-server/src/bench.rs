@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use flowstate::model::agent_cache::{CacheLookup, CachePut};
 use flowstate::{Config, Flowstate, NewFlow, TransitionRequest};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -38,6 +39,34 @@ pub enum Scenario {
     /// `GET /v1/flows/{id}/state`: read the flow's state (the read that must stay fast in
     /// degraded mode).
     StateGet,
+    /// `POST /v1/agent-cache/{agent}/lookup`: every lookup hits (~1 KB input, ~2 KB output,
+    /// four agents), like the reference's `get_cached_result`.
+    CacheHit,
+    /// The same with 7 of every 10 lookups hitting, the others missing (the reference's
+    /// `get_cached_result_70`).
+    CacheMix,
+    /// `PUT /v1/agent-cache/{agent}`: store a result, like the reference's
+    /// `cache_agent_result`.
+    CacheSet,
+}
+
+/// The reference bench's agents and context.
+const AGENTS: [&str; 4] = ["researcher", "planner", "coder", "critic"];
+const CACHE_CONTEXT: &str = r#"{"session_id":"sess-42","user_id":"user-7","locale":"en-US"}"#;
+
+/// Entries each cache worker warms and looks up.
+const WARM: u64 = 64;
+
+/// A ~1 KB agent input like the reference bench's (`make_agent_input`).
+fn agent_input(worker: &str, i: u64) -> Value {
+    let text = "flow agent state cache redis event phase discovery analysis plan result token context memory vector query";
+    json!({"task": format!("{worker}-{i}"), "instructions": text, "documents": (0..5).map(|k| json!({"id": k, "text": text})).collect::<Vec<_>>(), "params": {"temperature": 0.2, "max_tokens": 1024}})
+}
+
+/// A ~2 KB agent output like the reference bench's (`make_agent_output`).
+fn agent_output(i: u64) -> Value {
+    let text = "flow agent state cache redis event phase discovery analysis plan result token context memory vector query";
+    json!({"answer": text, "i": i, "citations": (0..12).map(|k| json!({"doc": k, "span": [k, k + 40], "quote": text})).collect::<Vec<_>>()})
 }
 
 const PHASES: [&str; 5] = ["discovery", "analysis", "planning", "execution", "review"];
@@ -198,6 +227,14 @@ enum Call {
     },
     PhaseGet,
     StateGet,
+    CacheLookup {
+        agent: &'static str,
+        input: Value,
+    },
+    CachePut {
+        agent: &'static str,
+        input: Value,
+    },
 }
 
 struct Worker {
@@ -244,7 +281,46 @@ impl Worker {
                 }
             }
         }
+        if matches!(self.scenario, Scenario::CacheHit | Scenario::CacheMix) {
+            for i in 0..WARM {
+                self.cache_put(AGENTS[(i % 4) as usize], agent_input(&self.flow_id, i))
+                    .await?;
+            }
+        }
         self.status = "initializing".into();
+        Ok(())
+    }
+
+    /// Stores a result for `input` (setup; errors end the run).
+    async fn cache_put(&self, agent: &str, input: Value) -> anyhow::Result<()> {
+        let output = agent_output(0);
+        match &self.target {
+            Target::Library(service) => {
+                service
+                    .cache_put(
+                        agent,
+                        CachePut {
+                            input,
+                            context: Some(serde_json::from_str(CACHE_CONTEXT)?),
+                            output,
+                            execution_time: Some(1.5),
+                            lease_token: None,
+                        },
+                    )
+                    .await?;
+            }
+            Target::Http { http, base, .. } => {
+                let resp = http
+                    .put(format!("{base}/v1/agent-cache/{agent}"))
+                    .json(&json!({"input": input, "context": serde_json::from_str::<Value>(CACHE_CONTEXT)?,
+                                  "output": output, "execution_time": 1.5}))
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    bail!("setup failed: {} {}", resp.status(), resp.text().await?);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -275,6 +351,33 @@ impl Worker {
             },
             Scenario::PhaseGet => Call::PhaseGet,
             Scenario::StateGet => Call::StateGet,
+            Scenario::CacheHit => {
+                let i = self.seq % WARM;
+                Call::CacheLookup {
+                    agent: AGENTS[(i % 4) as usize],
+                    input: agent_input(&self.flow_id, i),
+                }
+            }
+            Scenario::CacheMix => {
+                let i = self.seq % WARM;
+                // 7 of every 10 hit a warmed entry; the others ask for one never stored.
+                let input = if self.seq % 10 < 7 {
+                    agent_input(&self.flow_id, i)
+                } else {
+                    agent_input(&self.flow_id, 1_000_000 + self.seq)
+                };
+                Call::CacheLookup {
+                    agent: AGENTS[(i % 4) as usize],
+                    input,
+                }
+            }
+            Scenario::CacheSet => {
+                let i = self.seq % 2000;
+                Call::CachePut {
+                    agent: AGENTS[(i % 4) as usize],
+                    input: agent_input(&self.flow_id, i),
+                }
+            }
         }
     }
 
@@ -315,6 +418,25 @@ impl Worker {
                     }
                     Call::PhaseGet => drop(service.get_phase(flow, PHASES[0]).await?),
                     Call::StateGet => drop(service.get_state(flow).await?),
+                    Call::CacheLookup { agent, input } => {
+                        let lookup = CacheLookup {
+                            input,
+                            context: Some(serde_json::from_str(CACHE_CONTEXT)?),
+                            lease_ms: None,
+                            wait_ms: None,
+                        };
+                        drop(service.cache_lookup(agent, lookup).await?);
+                    }
+                    Call::CachePut { agent, input } => {
+                        let put = CachePut {
+                            input,
+                            context: Some(serde_json::from_str(CACHE_CONTEXT)?),
+                            output: agent_output(self.seq),
+                            execution_time: Some(1.5),
+                            lease_token: None,
+                        };
+                        drop(service.cache_put(agent, put).await?);
+                    }
                 }
                 return Ok(());
             }
@@ -350,6 +472,20 @@ impl Worker {
                 Bytes::new(),
             ),
             Call::StateGet => (Method::GET, format!("/v1/flows/{flow}/state"), Bytes::new()),
+            Call::CacheLookup { agent, input } => (
+                Method::POST,
+                format!("/v1/agent-cache/{agent}/lookup"),
+                format!(r#"{{"input":{input},"context":{CACHE_CONTEXT}}}"#).into(),
+            ),
+            Call::CachePut { agent, input } => (
+                Method::PUT,
+                format!("/v1/agent-cache/{agent}"),
+                format!(
+                    r#"{{"input":{input},"context":{CACHE_CONTEXT},"output":{},"execution_time":1.5}}"#,
+                    agent_output(self.seq)
+                )
+                .into(),
+            ),
         };
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             *conn = Some(connect(authority).await?);

@@ -54,6 +54,10 @@ pub enum Scenario {
 const AGENTS: [&str; 4] = ["researcher", "planner", "coder", "critic"];
 const CACHE_CONTEXT: &str = r#"{"session_id":"sess-42","user_id":"user-7","locale":"en-US"}"#;
 
+/// [`CACHE_CONTEXT`] parsed once, as the reference's driver passes one dict.
+static CONTEXT_VALUE: std::sync::LazyLock<Value> =
+    std::sync::LazyLock::new(|| serde_json::from_str(CACHE_CONTEXT).unwrap_or_default());
+
 /// Entries each cache worker warms and looks up.
 const WARM: u64 = 64;
 
@@ -301,7 +305,7 @@ impl Worker {
                         agent,
                         CachePut {
                             input,
-                            context: Some(serde_json::from_str(CACHE_CONTEXT)?),
+                            context: Some(CONTEXT_VALUE.clone()),
                             output,
                             execution_time: Some(1.5),
                             lease_token: None,
@@ -421,7 +425,7 @@ impl Worker {
                     Call::CacheLookup { agent, input } => {
                         let lookup = CacheLookup {
                             input,
-                            context: Some(serde_json::from_str(CACHE_CONTEXT)?),
+                            context: Some(CONTEXT_VALUE.clone()),
                             lease_ms: None,
                             wait_ms: None,
                         };
@@ -430,7 +434,7 @@ impl Worker {
                     Call::CachePut { agent, input } => {
                         let put = CachePut {
                             input,
-                            context: Some(serde_json::from_str(CACHE_CONTEXT)?),
+                            context: Some(CONTEXT_VALUE.clone()),
                             output: agent_output(self.seq),
                             execution_time: Some(1.5),
                             lease_token: None,

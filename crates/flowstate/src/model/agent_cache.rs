@@ -7,7 +7,7 @@
 //! worry about.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -179,7 +179,18 @@ impl CacheStats {
 
 /// The hex SHA-256 of the canonical JSON of `{agent, input, context}`.
 pub fn entry_hash(agent: &str, input: &Value, context: Option<&Value>) -> Result<String> {
-    let keyed = json!({"agent": agent, "input": input, "context": context.unwrap_or(&Value::Null)});
+    /// Borrowed, so that hashing copies nothing (the canonicaliser sorts the keys).
+    #[derive(Serialize)]
+    struct Keyed<'a> {
+        agent: &'a str,
+        input: &'a Value,
+        context: &'a Value,
+    }
+    let keyed = Keyed {
+        agent,
+        input,
+        context: context.unwrap_or(&Value::Null),
+    };
     let canonical = serde_json_canonicalizer::to_vec(&keyed)
         .map_err(|e| Error::InvalidInput(format!("input cannot be canonicalised: {e}")))?;
     let digest = Sha256::digest(&canonical);
@@ -204,6 +215,8 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -215,6 +228,21 @@ mod tests {
             entry_hash("planner", &a, None).expect("hash"),
             entry_hash("planner", &b, None).expect("hash")
         );
+    }
+
+    #[test]
+    fn the_key_is_the_canonical_json_of_agent_input_and_context() {
+        // sha256 of {"agent":"p","context":null,"input":{"a":1,"b":[2,"x"]}}
+        let expected = {
+            let digest =
+                Sha256::digest(br#"{"agent":"p","context":null,"input":{"a":1,"b":[2,"x"]}}"#);
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let input: Value = serde_json::from_str(r#"{"b": [2.0, "x"], "a": 1}"#).expect("json");
+        assert_eq!(entry_hash("p", &input, None).expect("hash"), expected);
     }
 
     #[test]

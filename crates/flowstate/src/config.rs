@@ -38,6 +38,32 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Key lifetimes (docs/redis-keys.md).
     pub ttl: TtlConfig,
+    /// The agent result cache.
+    pub agent_cache: AgentCacheConfig,
+}
+
+/// Agent result cache settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentCacheConfig {
+    /// Serve hits from process memory in front of Redis (`FLOWSTATE_AGENT_CACHE__L1`). Off by
+    /// default; only used with Redis.
+    pub l1: bool,
+    /// How long an L1 entry serves before Redis is asked again: the most another instance's
+    /// store or invalidation can take to reach this one (`FLOWSTATE_AGENT_CACHE__L1_TTL_MS`).
+    pub l1_ttl_ms: u64,
+    /// Bytes of results the L1 keeps at most (`FLOWSTATE_AGENT_CACHE__L1_MAX_BYTES`).
+    pub l1_max_bytes: u64,
+}
+
+impl Default for AgentCacheConfig {
+    fn default() -> Self {
+        AgentCacheConfig {
+            l1: false,
+            l1_ttl_ms: 1000,
+            l1_max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -50,6 +76,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             database: DatabaseConfig::default(),
             ttl: TtlConfig::default(),
+            agent_cache: AgentCacheConfig::default(),
         }
     }
 }
@@ -353,6 +380,12 @@ impl Config {
                 self.key_prefix
             ));
         }
+        if self.agent_cache.l1_ttl_ms == 0 || self.agent_cache.l1_ttl_ms > 60_000 {
+            return bad(format!(
+                "agent_cache.l1_ttl_ms (FLOWSTATE_AGENT_CACHE__L1_TTL_MS) must be within 1..=60000, got {}",
+                self.agent_cache.l1_ttl_ms
+            ));
+        }
         if self.redis.max_connections == 0 {
             return bad("REDIS_MAX_CONNECTIONS must be at least 1".into());
         }
@@ -477,6 +510,22 @@ mod tests {
             assert_eq!(c.key_prefix, "staging:");
             assert_eq!(c.ttl.multiplier, 0.8);
             assert_eq!(c.ttl.flow, 200, "env beats the file");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_agent_cache_l1_is_configured_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("FLOWSTATE_AGENT_CACHE__L1", "true");
+            jail.set_env("FLOWSTATE_AGENT_CACHE__L1_TTL_MS", "250");
+            let config = Config::load_from(None).unwrap();
+            assert!(config.agent_cache.l1);
+            assert_eq!(config.agent_cache.l1_ttl_ms, 250);
+            jail.set_env("FLOWSTATE_AGENT_CACHE__L1_TTL_MS", "0");
+            let err = Config::load_from(None).unwrap_err().to_string();
+            assert!(err.contains("FLOWSTATE_AGENT_CACHE__L1_TTL_MS"), "{err}");
             Ok(())
         });
     }

@@ -354,3 +354,74 @@ async fn an_expired_lease_is_taken_over_and_its_store_refused(backend: Backend) 
     assert!(waiter.body["lease_token"].is_string(), "{}", waiter.body);
 }
 all_backends!(an_expired_lease_is_taken_over_and_its_store_refused);
+
+/// What `app` answers for planner's input 1.
+async fn output(app: &TestApp) -> Value {
+    lookup(app, "planner", json!({"input": 1})).await.body["output"].clone()
+}
+
+/// How many GETEX a private redis-server has run.
+async fn getex_calls(app: &TestApp) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_getex:"))
+        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("calls=")))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_l1_serves_hits_and_stays_coherent_across_instances() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let a = spawn_app_with(Backend::RedisSqlite, |c| {
+        c.redis.url = Some(url);
+        c.agent_cache.l1 = true;
+        c.agent_cache.l1_ttl_ms = 300;
+    })
+    .await;
+    // A second instance on the same Redis and key prefix, with a ledger of its own.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = a.config.clone();
+    config.database.url = format!("sqlite://{}", tmp.path().join("b.db").display());
+    let b = crate::helpers::spawn_app_from(config, tmp).await;
+    put(&a, "planner", json!({"input": 1, "output": "v1"})).await;
+    assert_eq!(output(&a).await, "v1");
+    let before = getex_calls(&a).await;
+    for _ in 0..20 {
+        assert_eq!(output(&a).await, "v1");
+    }
+    assert_eq!(
+        getex_calls(&a).await - before,
+        0,
+        "hits served from process memory"
+    );
+
+    // This instance's own store is seen at once.
+    put(&a, "planner", json!({"input": 1, "output": "v2"})).await;
+    assert_eq!(output(&a).await, "v2");
+
+    // Another instance's store and invalidation arrive within the L1 time (300 ms).
+    put(&b, "planner", json!({"input": 1, "output": "v3"})).await;
+    let bound = Duration::from_millis(300 + 700);
+    let seen = async {
+        while output(&a).await != "v3" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(bound, seen)
+        .await
+        .expect("the other instance's store reached this L1 in time");
+    assert_eq!(b.delete("/v1/agent-cache/planner").await.body["deleted"], 1);
+    let gone = async {
+        while lookup(&a, "planner", json!({"input": 1})).await.body["hit"] != false {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(bound, gone)
+        .await
+        .expect("the other instance's invalidation reached this L1 in time");
+}

@@ -213,6 +213,22 @@ pub fn validate_pattern(pattern: &str) -> Result<()> {
     }
 }
 
+/// Whether an entry hash matches a glob pattern (`*` any run, `?` one character), as Redis
+/// `SCAN MATCH` reads the patterns [`validate_pattern`] admits.
+pub fn hash_matches(pattern: &str, hash: &str) -> bool {
+    glob_match(pattern.as_bytes(), hash.as_bytes())
+}
+
+/// Whether `text` matches the glob `pattern` (`*` any run, `?` one character).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
+        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -274,5 +290,16 @@ mod tests {
         for bad in ["", "AB", "x*", "[a]", "a b", &"a".repeat(65)] {
             assert!(validate_pattern(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn globs_match_like_redis() {
+        assert!(hash_matches("*", "abc"));
+        assert!(hash_matches("ab*", "abc"));
+        assert!(hash_matches("a?c", "abc"));
+        assert!(hash_matches("*c", "abc"));
+        assert!(!hash_matches("ab", "abc"));
+        assert!(!hash_matches("?", ""));
+        assert!(hash_matches("", ""));
     }
 }

@@ -8,6 +8,11 @@
 //! flushed to the hot tier once a second ([`flush_counts`]), never on the request path; the
 //! statistics read the shared totals plus what this instance has not flushed yet.
 //!
+//! The optional L1 (`agent_cache.l1`, with Redis only) keeps hits in process memory for
+//! `l1_ttl_ms`: this instance's own stores and invalidations update it at once, another
+//! instance's reach it when the entry's L1 time is up, so that is the staleness bound. While
+//! an entry is hot, Redis is still asked once per `l1_ttl_ms`, which keeps sliding its TTL.
+//!
 //! Stampedes: a lookup with `lease_ms` that misses takes a lease in the same round trip, so of
 //! many concurrent callers exactly one gets a `lease_token` and computes. The others, with
 //! `wait_ms`, wait for its store: a store on this instance wakes them at once; otherwise they
@@ -23,10 +28,11 @@ use tokio::sync::Notify;
 use time::OffsetDateTime;
 
 use super::{Flowstate, Inner};
+use crate::config::AgentCacheConfig;
 use crate::error::{Error, Result};
 use crate::model::agent_cache::{
     CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, LeasedLookup, Lookup,
-    MAX_LEASE_MS, MAX_WAIT_MS, entry_hash, validate_pattern,
+    MAX_LEASE_MS, MAX_WAIT_MS, entry_hash, hash_matches, validate_pattern,
 };
 use crate::model::{ids, now};
 
@@ -36,6 +42,53 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// First and longest pause between two looks of a lookup waiting for another caller's result.
 const WAIT_FIRST: Duration = Duration::from_millis(10);
 const WAIT_MAX: Duration = Duration::from_millis(200);
+
+/// The optional in-process L1 in front of Redis: (agent, hash) -> result, for `l1_ttl_ms`.
+pub(super) struct L1 {
+    entries: moka::sync::Cache<(String, String), Arc<CachedResult>>,
+}
+
+impl L1 {
+    /// The L1 the configuration asks for, if any (never in front of the in-process tier).
+    pub(super) fn new(cfg: &AgentCacheConfig, shared_tier: bool) -> Option<L1> {
+        (cfg.l1 && shared_tier).then(|| L1 {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(cfg.l1_max_bytes)
+                .weigher(|(a, h): &(String, String), r: &Arc<CachedResult>| {
+                    let bytes = serde_json::to_vec(&r.output).map_or(0, |v| v.len());
+                    u32::try_from(a.len() + h.len() + bytes + 64).unwrap_or(u32::MAX)
+                })
+                .time_to_live(Duration::from_millis(cfg.l1_ttl_ms))
+                .build(),
+        })
+    }
+
+    fn get(&self, agent: &str, hash: &str) -> Option<CachedResult> {
+        self.entries
+            .get(&(agent.to_string(), hash.to_string()))
+            .map(|r| CachedResult::clone(&r))
+    }
+
+    fn put(&self, agent: &str, hash: &str, result: &CachedResult) {
+        self.entries.insert(
+            (agent.to_string(), hash.to_string()),
+            Arc::new(result.clone()),
+        );
+    }
+
+    fn invalidate(&self, agent: &str, pattern: Option<&str>) {
+        let pattern = pattern.unwrap_or("*");
+        let doomed: Vec<(String, String)> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| k.0 == agent && hash_matches(pattern, &k.1))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        for key in doomed {
+            self.entries.invalidate(&key);
+        }
+    }
+}
 
 /// Lookups on this instance waiting for a result, by (agent, hash): a store wakes them.
 #[derive(Default)]
@@ -128,6 +181,10 @@ impl Flowstate {
             return Err(Error::InvalidInput("wait_ms needs lease_ms".into()));
         }
         let hash = entry_hash(agent, &req.input, req.context.as_ref())?;
+        let l1 = self.inner.agent_cache_l1.as_ref();
+        if let Some(hit) = l1.and_then(|l1| l1.get(agent, &hash)) {
+            return Ok(self.count_lookup(agent, Some(Lookup::Hit(hit))));
+        }
         let ttl = self.ttls().agent_cache(agent);
         let Some(lease_ms) = req.lease_ms else {
             let found = self
@@ -136,6 +193,9 @@ impl Flowstate {
                     self.hot().get_result(agent, &hash, ttl),
                 )
                 .await;
+            if let (Some(l1), Some(Some(hit))) = (l1, &found) {
+                l1.put(agent, &hash, hit);
+            }
             return Ok(self.count_lookup(
                 agent,
                 found.map(|f| f.map_or(Lookup::Miss(None), Lookup::Hit)),
@@ -159,7 +219,12 @@ impl Flowstate {
                 )
                 .await;
             match found {
-                Some(LeasedLookup::Hit(result)) => break Some(Lookup::Hit(result)),
+                Some(LeasedLookup::Hit(result)) => {
+                    if let Some(l1) = l1 {
+                        l1.put(agent, &hash, &result);
+                    }
+                    break Some(Lookup::Hit(result));
+                }
                 Some(LeasedLookup::Leased) => break Some(Lookup::Miss(Some(token))),
                 None => break None,
                 Some(LeasedLookup::Held) => {}
@@ -237,6 +302,14 @@ impl Flowstate {
                 None => false,
             },
         };
+        if let Some(l1) = &self.inner.agent_cache_l1 {
+            if stored {
+                l1.put(agent, &hash, &result);
+            } else {
+                // Not in Redis: this instance must not keep serving what it replaced.
+                l1.invalidate(agent, Some(&hash));
+            }
+        }
         if stored {
             self.inner.agent_cache_waiters.wake(agent, &hash);
         }
@@ -278,6 +351,9 @@ impl Flowstate {
         ids::validate("agent", agent)?;
         if let Some(p) = pattern {
             validate_pattern(p)?;
+        }
+        if let Some(l1) = &self.inner.agent_cache_l1 {
+            l1.invalidate(agent, pattern);
         }
         self.hot()
             .invalidate_results(agent, pattern)

@@ -47,6 +47,8 @@ struct Inner {
     agent_cache: agent_cache::PendingCounts,
     /// Agent cache lookups waiting for another caller's result.
     agent_cache_waiters: agent_cache::Waiters,
+    /// The agent cache's optional in-process L1.
+    agent_cache_l1: Option<agent_cache::L1>,
 }
 
 tokio::task_local! {
@@ -76,6 +78,7 @@ impl Flowstate {
         } else {
             Box::new(MemoryHot::new(ttls.clone()))
         };
+        let agent_cache_l1 = agent_cache::L1::new(&config.agent_cache, hot.shared());
         let service = Flowstate {
             inner: Arc::new(Inner {
                 config,
@@ -85,6 +88,7 @@ impl Flowstate {
                 fallbacks: FallbackLog::default(),
                 agent_cache: agent_cache::PendingCounts::default(),
                 agent_cache_waiters: agent_cache::Waiters::default(),
+                agent_cache_l1,
             }),
         };
         if let Err(e) = service.hot().prepare().await {

@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 
 use super::MemoryHot;
 use crate::hot::{AgentCacheHot, HotResult};
-use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
+use crate::model::agent_cache::{
+    AgentTotals, CacheCounts, CachedResult, LeasedLookup, hash_matches,
+};
 
 /// Bytes of cached results kept at most; the least useful are evicted first.
 const MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -77,16 +79,6 @@ impl AgentResults {
             stats: Mutex::default(),
             leases: Mutex::default(),
         }
-    }
-}
-
-/// Whether `text` matches the glob `pattern` (`*` any run, `?` one character).
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob_match(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob_match(rest, &text[1..]),
     }
 }
 
@@ -219,12 +211,12 @@ impl AgentCacheHot for MemoryHot {
     }
 
     async fn invalidate_results(&self, agent: &str, pattern: Option<&str>) -> HotResult<u64> {
-        let pattern = pattern.unwrap_or("*").as_bytes();
+        let pattern = pattern.unwrap_or("*");
         let doomed: Vec<(String, String)> = self
             .agent_results
             .entries
             .iter()
-            .filter(|(k, _)| k.0 == agent && glob_match(pattern, k.1.as_bytes()))
+            .filter(|(k, _)| k.0 == agent && hash_matches(pattern, &k.1))
             .map(|(k, _)| (*k).clone())
             .collect();
         let mut deleted = 0;
@@ -234,21 +226,5 @@ impl AgentCacheHot for MemoryHot {
             }
         }
         Ok(deleted)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs_match_like_redis() {
-        assert!(glob_match(b"*", b"abc"));
-        assert!(glob_match(b"ab*", b"abc"));
-        assert!(glob_match(b"a?c", b"abc"));
-        assert!(glob_match(b"*c", b"abc"));
-        assert!(!glob_match(b"ab", b"abc"));
-        assert!(!glob_match(b"?", b""));
-        assert!(glob_match(b"", b""));
     }
 }

@@ -362,15 +362,11 @@ async fn output(app: &TestApp) -> Value {
 
 /// How many GETEX a private redis-server has run.
 async fn getex_calls(app: &TestApp) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut app.redis())
+    crate::round_trips::commandstats(app)
         .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_getex:"))
-        .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("calls=")))
-        .map_or(0, |n| n.parse().unwrap())
+        .get("getex")
+        .copied()
+        .unwrap_or(0)
 }
 
 #[tokio::test]

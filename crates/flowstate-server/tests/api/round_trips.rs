@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::helpers::{Backend, RedisServer, TestApp, spawn_app_with};
 
-async fn commandstats(app: &TestApp) -> BTreeMap<String, u64> {
+pub(crate) async fn commandstats(app: &TestApp) -> BTreeMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut app.redis())

@@ -153,41 +153,16 @@ impl Core {
     /// dirty — it writes the ledger's current value, and the version guards in the scripts stop
     /// it from ever replacing a newer one, even if it lands late.
     async fn fill(&self, pipe: &Pipeline, scripts: &[&str]) -> HotResult<()> {
-        if !self.breaker.admit_read() {
-            return Err(HotError::Unavailable);
-        }
-        match self.run(pipe, scripts).await {
-            Ok(()) => {
-                self.breaker.succeeded();
-                Ok(())
-            }
-            Err(e) => {
-                if unavailable(&e) {
-                    self.breaker.read_failed(e.is_timeout());
-                }
-                Err(e.into())
-            }
-        }
+        self.guarded(self.run(pipe, scripts)).await
     }
 
     /// A read through the breaker.
     async fn read<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> HotResult<T> {
-        if !self.breaker.admit_read() {
-            return Err(HotError::Unavailable);
-        }
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match cmd.query_async(&mut self.conn()).await {
-            Ok(v) => {
-                self.breaker.succeeded();
-                Ok(v)
-            }
-            Err(e) => {
-                if unavailable(&e) {
-                    self.breaker.read_failed(e.is_timeout());
-                }
-                Err(e.into())
-            }
-        }
+        self.guarded(async {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            cmd.query_async(&mut self.conn()).await
+        })
+        .await
     }
 
     /// A read-only pipeline through the breaker, in one round trip.
@@ -198,10 +173,19 @@ impl Core {
         pipe: &Pipeline,
         scripts: &[&str],
     ) -> HotResult<T> {
+        self.guarded(self.query(pipe, scripts)).await
+    }
+
+    /// Runs `call` (not started until the breaker admits it) as a read: skipped while the
+    /// breaker is open; an unreachable Redis counts towards opening it.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+    ) -> HotResult<T> {
         if !self.breaker.admit_read() {
             return Err(HotError::Unavailable);
         }
-        match self.query(pipe, scripts).await {
+        match call.await {
             Ok(v) => {
                 self.breaker.succeeded();
                 Ok(v)

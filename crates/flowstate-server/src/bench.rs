@@ -250,6 +250,10 @@ struct Worker {
     seq: u64,
     /// The reference's flow metadata, parsed once.
     metadata: Map<String, Value>,
+    /// Cache scenarios: the inputs looked up (warmed, then never stored), built once, as the
+    /// reference's driver builds its payloads once.
+    hit_inputs: Vec<Value>,
+    miss_inputs: Vec<Value>,
 }
 
 impl Worker {
@@ -286,9 +290,12 @@ impl Worker {
             }
         }
         if matches!(self.scenario, Scenario::CacheHit | Scenario::CacheMix) {
-            for i in 0..WARM {
-                self.cache_put(AGENTS[(i % 4) as usize], agent_input(&self.flow_id, i))
-                    .await?;
+            self.hit_inputs = (0..WARM).map(|i| agent_input(&self.flow_id, i)).collect();
+            self.miss_inputs = (0..WARM)
+                .map(|i| agent_input(&self.flow_id, 1_000_000 + i))
+                .collect();
+            for (i, input) in self.hit_inputs.iter().enumerate() {
+                self.cache_put(AGENTS[i % 4], input.clone()).await?;
             }
         }
         self.status = "initializing".into();
@@ -356,22 +363,22 @@ impl Worker {
             Scenario::PhaseGet => Call::PhaseGet,
             Scenario::StateGet => Call::StateGet,
             Scenario::CacheHit => {
-                let i = self.seq % WARM;
+                let i = (self.seq % WARM) as usize;
                 Call::CacheLookup {
-                    agent: AGENTS[(i % 4) as usize],
-                    input: agent_input(&self.flow_id, i),
+                    agent: AGENTS[i % 4],
+                    input: self.hit_inputs[i].clone(),
                 }
             }
             Scenario::CacheMix => {
-                let i = self.seq % WARM;
+                let i = (self.seq % WARM) as usize;
                 // 7 of every 10 hit a warmed entry; the others ask for one never stored.
                 let input = if self.seq % 10 < 7 {
-                    agent_input(&self.flow_id, i)
+                    self.hit_inputs[i].clone()
                 } else {
-                    agent_input(&self.flow_id, 1_000_000 + self.seq)
+                    self.miss_inputs[i].clone()
                 };
                 Call::CacheLookup {
-                    agent: AGENTS[(i % 4) as usize],
+                    agent: AGENTS[i % 4],
                     input,
                 }
             }
@@ -623,6 +630,8 @@ async fn run_level(
             status: String::new(),
             seq: 0,
             metadata: metadata.clone(),
+            hit_inputs: Vec::new(),
+            miss_inputs: Vec::new(),
         };
         worker.setup().await?;
         workers.push(worker);

@@ -194,7 +194,13 @@ pub fn entry_hash(agent: &str, input: &Value, context: Option<&Value>) -> Result
     let canonical = serde_json_canonicalizer::to_vec(&keyed)
         .map_err(|e| Error::InvalidInput(format!("input cannot be canonicalised: {e}")))?;
     let digest = Sha256::digest(&canonical);
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    Ok(hex)
 }
 
 /// Checks an invalidation pattern: a glob over the entry hash, of hex digits, `*` and `?`.

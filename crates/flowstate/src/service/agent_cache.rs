@@ -134,7 +134,11 @@ pub(super) struct PendingCounts {
 impl PendingCounts {
     fn count(&self, agent: &str, f: impl FnOnce(&mut CacheCounts, &mut Option<OffsetDateTime>)) {
         let mut map = self.by_agent.lock().unwrap_or_else(|p| p.into_inner());
-        let (counts, last) = map.entry(agent.to_string()).or_default();
+        // The agent is usually counted already: no key to allocate then.
+        let (counts, last) = match map.get_mut(agent) {
+            Some(entry) => entry,
+            None => map.entry(agent.to_string()).or_default(),
+        };
         f(counts, last);
     }
 

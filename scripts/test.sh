@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian machine or this one: installs Redis and PostgreSQL with
-# apt-get when they are missing, starts them when they are not running, then runs every test
+# The whole test suite, on a fresh Debian machine or this one: installs Redis, PostgreSQL and
+# Python with apt-get when they are missing (schemathesis goes into a reusable venv), starts them when they are not running, then runs every test
 # (schemathesis against the API's OpenAPI document, unit tests, and the API tests against
 # embedded SQLite, Redis + SQLite and Redis + PostgreSQL).
 #
@@ -21,6 +21,7 @@ fi
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
   apt-get update -qq

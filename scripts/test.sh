@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine or this one: installs Redis, PostgreSQL and
-# Python with apt-get when they are missing (schemathesis goes into a reusable venv), starts them when they are not running, then runs every test
-# (schemathesis against the API's OpenAPI document, unit tests, and the API tests against
-# embedded SQLite, Redis + SQLite and Redis + PostgreSQL).
+# Python with apt-get when they are missing (schemathesis goes into a reusable venv), starts
+# the services when they are not running, then runs every test (schemathesis against the API's
+# OpenAPI document, unit tests, and the API tests against embedded SQLite, Redis + SQLite and
+# Redis + PostgreSQL).
 #
 #   scripts/test.sh [extra cargo test args]
 #

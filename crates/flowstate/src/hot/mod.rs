@@ -215,13 +215,9 @@ pub trait EventHot: Send + Sync + 'static {
 /// dropped rather than recorded for invalidation.
 #[async_trait]
 pub trait AgentCacheHot: Send + Sync + 'static {
-    /// The cached result, if any; a hit slides the entry's TTL to `ttl_secs`. One command.
-    async fn get_result(
-        &self,
-        agent: &str,
-        hash: &str,
-        ttl_secs: u64,
-    ) -> HotResult<Option<CachedResult>>;
+    /// The cached result, if any; a hit slides the entry's TTL (the agent's,
+    /// `ttl.agent_cache`). One command.
+    async fn get_result(&self, agent: &str, hash: &str) -> HotResult<Option<CachedResult>>;
 
     /// The cached result, or else a lease for `lease_ms` under `token` unless another caller
     /// holds one. One round trip.
@@ -229,7 +225,6 @@ pub trait AgentCacheHot: Send + Sync + 'static {
         &self,
         agent: &str,
         hash: &str,
-        ttl_secs: u64,
         token: &str,
         lease_ms: u64,
     ) -> HotResult<LeasedLookup>;
@@ -241,18 +236,11 @@ pub trait AgentCacheHot: Send + Sync + 'static {
         agent: &str,
         hash: &str,
         result: &CachedResult,
-        ttl_secs: u64,
         token: &str,
     ) -> HotResult<bool>;
 
-    /// Stores a result for `ttl_secs`, replacing any. One round trip.
-    async fn put_result(
-        &self,
-        agent: &str,
-        hash: &str,
-        result: &CachedResult,
-        ttl_secs: u64,
-    ) -> HotResult<()>;
+    /// Stores a result for the agent's TTL, replacing any. One round trip.
+    async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()>;
 
     /// Adds counts gathered by one instance (per agent, with its last store), in one round
     /// trip: the shared totals every instance reads.

@@ -94,6 +94,15 @@ pub struct CachedResult {
     pub execution_time: Option<f64>,
 }
 
+impl CachedResult {
+    /// What an in-process cache charges for this result under `(agent, hash)`: its output's
+    /// JSON bytes plus the key, for caches bounded in bytes.
+    pub fn weight(&self, agent: &str, hash: &str) -> u32 {
+        let bytes = serde_json::to_vec(&self.output).map_or(0, |v| v.len());
+        u32::try_from(agent.len() + hash.len() + bytes + 64).unwrap_or(u32::MAX)
+    }
+}
+
 /// Counts of one agent's cache activity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheCounts {

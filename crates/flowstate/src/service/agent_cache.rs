@@ -54,10 +54,7 @@ impl L1 {
         (cfg.l1 && shared_tier).then(|| L1 {
             entries: moka::sync::Cache::builder()
                 .max_capacity(cfg.l1_max_bytes)
-                .weigher(|(a, h): &(String, String), r: &Arc<CachedResult>| {
-                    let bytes = serde_json::to_vec(&r.output).map_or(0, |v| v.len());
-                    u32::try_from(a.len() + h.len() + bytes + 64).unwrap_or(u32::MAX)
-                })
+                .weigher(|(a, h): &(String, String), r: &Arc<CachedResult>| r.weight(a, h))
                 .time_to_live(Duration::from_millis(cfg.l1_ttl_ms))
                 .build(),
         })
@@ -189,13 +186,9 @@ impl Flowstate {
         if let Some(hit) = l1.and_then(|l1| l1.get(agent, &hash)) {
             return Ok(self.count_lookup(agent, Some(Lookup::Hit(hit))));
         }
-        let ttl = self.ttls().agent_cache(agent);
         let Some(lease_ms) = req.lease_ms else {
             let found = self
-                .hot_read(
-                    "agent_cache.lookup",
-                    self.hot().get_result(agent, &hash, ttl),
-                )
+                .hot_read("agent_cache.lookup", self.hot().get_result(agent, &hash))
                 .await;
             if let (Some(l1), Some(Some(hit))) = (l1, &found) {
                 l1.put(agent, &hash, hit);
@@ -219,7 +212,7 @@ impl Flowstate {
             let found = self
                 .hot_read(
                     "agent_cache.lookup",
-                    self.hot().get_or_lease(agent, &hash, ttl, &token, lease_ms),
+                    self.hot().get_or_lease(agent, &hash, &token, lease_ms),
                 )
                 .await;
             match found {
@@ -285,19 +278,18 @@ impl Flowstate {
             cached_at: at,
             execution_time: req.execution_time,
         };
-        let ttl = self.ttls().agent_cache(agent);
         let stored = match &req.lease_token {
             None => self
                 .hot_read(
                     "agent_cache.put",
-                    self.hot().put_result(agent, &hash, &result, ttl),
+                    self.hot().put_result(agent, &hash, &result),
                 )
                 .await
                 .is_some(),
             Some(token) => match self
                 .hot_read(
                     "agent_cache.put",
-                    self.hot().put_leased(agent, &hash, &result, ttl, token),
+                    self.hot().put_leased(agent, &hash, &result, token),
                 )
                 .await
             {

@@ -40,8 +40,6 @@ struct Inner {
     config: Config,
     ledger: Box<dyn Ledger>,
     hot: Box<dyn HotTier>,
-    /// Effective TTLs (the hot tier holds a copy).
-    ttls: Ttls,
     fallbacks: FallbackLog,
     /// Agent cache counts not flushed to the hot tier yet.
     agent_cache: agent_cache::PendingCounts,
@@ -74,9 +72,9 @@ impl Flowstate {
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
             let keys = Keys::new(config.key_prefix.clone());
-            Box::new(RedisHot::connect(&config.redis, keys, ttls.clone())?)
+            Box::new(RedisHot::connect(&config.redis, keys, ttls)?)
         } else {
-            Box::new(MemoryHot::new(ttls.clone()))
+            Box::new(MemoryHot::new(ttls))
         };
         let agent_cache_l1 = agent_cache::L1::new(&config.agent_cache, hot.shared());
         let service = Flowstate {
@@ -84,7 +82,6 @@ impl Flowstate {
                 config,
                 ledger,
                 hot,
-                ttls,
                 fallbacks: FallbackLog::default(),
                 agent_cache: agent_cache::PendingCounts::default(),
                 agent_cache_waiters: agent_cache::Waiters::default(),
@@ -111,10 +108,6 @@ impl Flowstate {
 
     pub(crate) fn ledger(&self) -> &dyn Ledger {
         self.inner.ledger.as_ref()
-    }
-
-    pub(crate) fn ttls(&self) -> &Ttls {
-        &self.inner.ttls
     }
 
     pub(crate) fn hot(&self) -> &dyn HotTier {

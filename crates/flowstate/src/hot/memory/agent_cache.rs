@@ -70,10 +70,7 @@ impl AgentResults {
         AgentResults {
             entries: Cache::builder()
                 .max_capacity(MAX_BYTES)
-                .weigher(|(agent, hash): &(String, String), e: &Entry| {
-                    let bytes = serde_json::to_vec(&e.result.output).map_or(0, |v| v.len());
-                    u32::try_from(agent.len() + hash.len() + bytes + 64).unwrap_or(u32::MAX)
-                })
+                .weigher(|(agent, hash): &(String, String), e: &Entry| e.result.weight(agent, hash))
                 .expire_after(SlidingTtl)
                 .build(),
             stats: Mutex::default(),
@@ -82,15 +79,19 @@ impl AgentResults {
     }
 }
 
+impl MemoryHot {
+    /// A cached result with its agent's TTL.
+    fn agent_entry(&self, agent: &str, result: &CachedResult) -> Entry {
+        Entry {
+            result: Arc::new(result.clone()),
+            ttl: Duration::from_secs(self.ttls.agent_cache(agent)),
+        }
+    }
+}
+
 #[async_trait]
 impl AgentCacheHot for MemoryHot {
-    async fn get_result(
-        &self,
-        agent: &str,
-        hash: &str,
-        // The entry's own TTL, set by its store, is the agent's already.
-        _ttl_secs: u64,
-    ) -> HotResult<Option<CachedResult>> {
+    async fn get_result(&self, agent: &str, hash: &str) -> HotResult<Option<CachedResult>> {
         // Reading slides the entry's TTL (`SlidingTtl::expire_after_read`), as GETEX does.
         let key = (agent.to_string(), hash.to_string());
         Ok(self
@@ -104,11 +105,10 @@ impl AgentCacheHot for MemoryHot {
         &self,
         agent: &str,
         hash: &str,
-        ttl_secs: u64,
         token: &str,
         lease_ms: u64,
     ) -> HotResult<LeasedLookup> {
-        if let Some(hit) = self.get_result(agent, hash, ttl_secs).await? {
+        if let Some(hit) = self.get_result(agent, hash).await? {
             return Ok(LeasedLookup::Hit(hit));
         }
         let key = (agent.to_string(), hash.to_string());
@@ -139,7 +139,6 @@ impl AgentCacheHot for MemoryHot {
         agent: &str,
         hash: &str,
         result: &CachedResult,
-        ttl_secs: u64,
         token: &str,
     ) -> HotResult<bool> {
         let key = (agent.to_string(), hash.to_string());
@@ -154,29 +153,16 @@ impl AgentCacheHot for MemoryHot {
             }
             _ => return Ok(false),
         }
-        self.agent_results.entries.insert(
-            key,
-            Entry {
-                result: Arc::new(result.clone()),
-                ttl: Duration::from_secs(ttl_secs),
-            },
-        );
+        self.agent_results
+            .entries
+            .insert(key, self.agent_entry(agent, result));
         Ok(true)
     }
 
-    async fn put_result(
-        &self,
-        agent: &str,
-        hash: &str,
-        result: &CachedResult,
-        ttl_secs: u64,
-    ) -> HotResult<()> {
+    async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()> {
         self.agent_results.entries.insert(
             (agent.to_string(), hash.to_string()),
-            Entry {
-                result: Arc::new(result.clone()),
-                ttl: Duration::from_secs(ttl_secs),
-            },
+            self.agent_entry(agent, result),
         );
         Ok(())
     }

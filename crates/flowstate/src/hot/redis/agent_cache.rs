@@ -28,12 +28,8 @@ const SCAN_COUNT: usize = 1000;
 
 #[async_trait]
 impl AgentCacheHot for RedisHot {
-    async fn get_result(
-        &self,
-        agent: &str,
-        hash: &str,
-        ttl_secs: u64,
-    ) -> HotResult<Option<CachedResult>> {
+    async fn get_result(&self, agent: &str, hash: &str) -> HotResult<Option<CachedResult>> {
+        let ttl_secs = self.ttls.agent_cache(agent);
         let key = self.keys.agent_result(agent, hash);
         let value: Option<Vec<u8>> = self
             .core
@@ -51,10 +47,10 @@ impl AgentCacheHot for RedisHot {
         &self,
         agent: &str,
         hash: &str,
-        ttl_secs: u64,
         token: &str,
         lease_ms: u64,
     ) -> HotResult<LeasedLookup> {
+        let ttl_secs = self.ttls.agent_cache(agent);
         let key = self.keys.agent_result(agent, hash);
         let mut pipe = ::redis::pipe();
         pipe.cmd("EVALSHA")
@@ -85,9 +81,9 @@ impl AgentCacheHot for RedisHot {
         agent: &str,
         hash: &str,
         result: &CachedResult,
-        ttl_secs: u64,
         token: &str,
     ) -> HotResult<bool> {
+        let ttl_secs = self.ttls.agent_cache(agent);
         let key = self.keys.agent_result(agent, hash);
         let value = codec::encode(0, result).map_err(|reason| HotError::Corrupt {
             key: key.clone(),
@@ -106,13 +102,8 @@ impl AgentCacheHot for RedisHot {
         Ok(stored == 1)
     }
 
-    async fn put_result(
-        &self,
-        agent: &str,
-        hash: &str,
-        result: &CachedResult,
-        ttl_secs: u64,
-    ) -> HotResult<()> {
+    async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()> {
+        let ttl_secs = self.ttls.agent_cache(agent);
         let key = self.keys.agent_result(agent, hash);
         // Entries never change in place: the envelope's version is unused.
         let value = codec::encode(0, result).map_err(|reason| HotError::Corrupt {

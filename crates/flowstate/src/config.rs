@@ -40,6 +40,44 @@ pub struct Config {
     pub ttl: TtlConfig,
     /// The agent result cache.
     pub agent_cache: AgentCacheConfig,
+    /// Flow events and their SSE streams.
+    pub events: EventsConfig,
+}
+
+/// Flow event settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events kept per flow stream, about (Redis trims whole nodes: `MAXLEN ~`)
+    /// (`FLOWSTATE_EVENTS__MAXLEN`). A subscriber resuming from older history gets a `reset`.
+    pub maxlen: u64,
+    /// Seconds between SSE heartbeat comments, which keep proxies from closing idle streams
+    /// and refresh the connection registry (`FLOWSTATE_EVENTS__HEARTBEAT_S`).
+    pub heartbeat_s: u64,
+    /// Largest custom event (`event_type` and JSON payload) in bytes; larger ones get 413
+    /// (`FLOWSTATE_EVENTS__MAX_EVENT_BYTES`).
+    pub max_event_bytes: usize,
+    /// Live events buffered per flow for a slow subscriber before it must re-read the stream
+    /// (`FLOWSTATE_EVENTS__BUFFER`).
+    pub buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            maxlen: 1000,
+            heartbeat_s: 15,
+            max_event_bytes: 64 * 1024,
+            buffer: 1024,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// [`EventsConfig::heartbeat_s`] as a duration.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.heartbeat_s)
+    }
 }
 
 /// Agent result cache settings.
@@ -77,6 +115,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             ttl: TtlConfig::default(),
             agent_cache: AgentCacheConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -384,6 +423,19 @@ impl Config {
             return bad(format!(
                 "agent_cache.l1_ttl_ms (FLOWSTATE_AGENT_CACHE__L1_TTL_MS) must be within 1..=60000, got {}",
                 self.agent_cache.l1_ttl_ms
+            ));
+        }
+        let ev = &self.events;
+        if ev.maxlen == 0 || ev.buffer < 16 || ev.max_event_bytes < 256 {
+            return bad(format!(
+                "events: maxlen must be at least 1, buffer at least 16 and max_event_bytes at least 256 (got {}, {}, {})",
+                ev.maxlen, ev.buffer, ev.max_event_bytes
+            ));
+        }
+        if ev.heartbeat_s == 0 || ev.heartbeat_s >= self.ttl.sse_connection {
+            return bad(format!(
+                "events.heartbeat_s (FLOWSTATE_EVENTS__HEARTBEAT_S) must be at least 1 and below ttl.sse_connection ({}), got {}: each heartbeat refreshes the connection registry",
+                self.ttl.sse_connection, ev.heartbeat_s
             ));
         }
         if self.redis.max_connections == 0 {

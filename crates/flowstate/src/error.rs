@@ -45,6 +45,9 @@ pub enum Error {
     /// already used); nothing was stored.
     #[error("the lease is no longer held by this token")]
     StaleLease,
+    /// An input is larger than its configured limit (an event over `events.max_event_bytes`).
+    #[error("{0}")]
+    TooLarge(String),
     /// A snapshot with this id already exists for the flow.
     #[error("snapshot {0} already exists")]
     SnapshotExists(String),
@@ -103,6 +106,7 @@ impl Error {
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
             Error::SnapshotExists(_) => "snapshot_exists",
             Error::StaleLease => "stale_lease",
+            Error::TooLarge(_) => "payload_too_large",
             Error::FlowExists(_) => "flow_exists",
             Error::HasChildren(_) => "flow_has_children",
             Error::StaleTransition { .. } => "stale_transition",

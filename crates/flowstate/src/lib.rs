@@ -35,4 +35,4 @@ pub use model::{
     DocKind, Document, FallbackRecord, Flow, FlowFilter, FlowPage, ForkRequest, NewFlow, Owner,
     Snapshot, Transition, TransitionRequest,
 };
-pub use service::{Flowstate, Health, track_degraded};
+pub use service::{Delivery, Flowstate, Health, LiveEvent, Subscription, track_degraded};

@@ -58,6 +58,7 @@ impl From<flowstate::Error> for ApiError {
             | E::StaleTransition { .. }
             | E::SnapshotExists(_)
             | E::StaleLease => StatusCode::CONFLICT,
+            E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             E::LedgerUnavailable { .. } | E::HotTierUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

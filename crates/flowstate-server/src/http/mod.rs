@@ -6,6 +6,7 @@
 mod agent_cache;
 mod documents;
 pub mod error;
+mod events;
 mod flows;
 mod health;
 mod snapshots;
@@ -69,6 +70,7 @@ fn api() -> OpenApiRouter<Flowstate> {
         .merge(transitions::routes())
         .merge(documents::routes())
         .merge(snapshots::routes())
+        .merge(events::routes())
         .merge(agent_cache::routes())
         .merge(health::routes())
         .routes(routes!(render_metrics))
@@ -116,6 +118,7 @@ pub fn router(service: Flowstate) -> Router {
         (name = "transitions", description = "Compare-and-set status transitions and their history"),
         (name = "documents", description = "A flow's state, phase states and per-flow agent results"),
         (name = "snapshots", description = "Snapshots with lineage, restore and fork"),
+        (name = "events", description = "Live flow events over SSE, custom events, open connections"),
         (name = "agent-cache", description = "The agent result cache"),
         (name = "health", description = "Health, readiness, the fallback log"),
         (name = "operations", description = "Metrics and this document"),

@@ -309,9 +309,22 @@ async fn redis_keys_types_and_ttls() {
         .query_async(&mut r)
         .await
         .unwrap();
+    let mut left = left;
+    left.sort();
     assert_eq!(
         left,
-        [app.key("orchestrator:flow:{f}")],
-        "only the tombstone remains"
+        [
+            app.key("flow:events:{f}"),
+            app.key("flow:events:{f}:meta"),
+            app.key("orchestrator:flow:{f}"),
+        ],
+        "only the tombstone remains, and the event stream for subscribers to see FLOW_DELETED"
     );
+    for key in ["flow:events:{f}", "flow:events:{f}:meta"] {
+        let t = ttl(&mut r, key).await;
+        assert!(
+            (1..=60).contains(&t),
+            "{key} lives as long as the tombstone: {t}"
+        );
+    }
 }

@@ -17,13 +17,21 @@ async fn tiers() -> Vec<(&'static str, Box<dyn HotTier>)> {
     let mut cfg = Config::default().redis;
     cfg.url = Some(redis_url());
     let prefix = format!("test:{}:", uuid::Uuid::now_v7().simple());
-    let redis =
-        RedisHot::connect(&cfg, Keys::new(prefix), Ttls::new(TtlConfig::default())).unwrap();
+    let redis = RedisHot::connect(
+        &cfg,
+        &Default::default(),
+        Keys::new(prefix),
+        Ttls::new(TtlConfig::default()),
+    )
+    .unwrap();
     redis.prepare().await.unwrap();
     vec![
         (
             "memory",
-            Box::new(MemoryHot::new(Ttls::new(TtlConfig::default()))),
+            Box::new(MemoryHot::new(
+                Ttls::new(TtlConfig::default()),
+                &Default::default(),
+            )),
         ),
         ("redis", Box::new(redis)),
     ]
@@ -115,25 +123,25 @@ async fn phase_version(hot: &dyn HotTier) -> Option<i64> {
 async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
     for (tier, hot) in tiers().await {
         let hot = hot.as_ref();
-        hot.register_flow(&flow(1, 1, "initializing"))
+        hot.register_flow(&flow(1, 1, "initializing"), &[])
             .await
             .unwrap();
-        hot.record_transition(&flow(1, 3, "done"), &transition())
+        hot.record_transition(&flow(1, 3, "done"), &transition(), &[])
             .await
             .unwrap();
         // A slow fill or a late transition write carrying an older version loses.
         hot.cache_flow(&flow(1, 2, "running")).await.unwrap();
-        hot.record_transition(&flow(1, 2, "running"), &transition())
+        hot.record_transition(&flow(1, 2, "running"), &transition(), &[])
             .await
             .unwrap();
         assert_eq!(cached(hot).await, "1/3 done", "{tier}");
         // A slow registration of the same flow cannot roll it back either.
-        hot.register_flow(&flow(1, 1, "initializing"))
+        hot.register_flow(&flow(1, 1, "initializing"), &[])
             .await
             .unwrap();
         assert_eq!(cached(hot).await, "1/3 done", "{tier}");
 
-        hot.remove_flows(&[deleted(&flow(1, 3, "done"))])
+        hot.remove_flows(&[deleted(&flow(1, 3, "done"))], &[])
             .await
             .unwrap();
         hot.cache_flow(&flow(1, 3, "done")).await.unwrap();
@@ -142,7 +150,7 @@ async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
             "deleted",
             "{tier}: a fill cannot revive it"
         );
-        hot.register_flow(&flow(1, 1, "initializing"))
+        hot.register_flow(&flow(1, 1, "initializing"), &[])
             .await
             .unwrap();
         assert_eq!(
@@ -154,7 +162,7 @@ async fn older_versions_never_replace_newer_ones_and_tombstones_hold() {
         hot.forget("f", None).await.unwrap();
         hot.cache_flow(&flow(1, 3, "done")).await.unwrap();
         assert_eq!(cached(hot).await, "deleted", "{tier}");
-        hot.register_flow(&flow(2, 1, "initializing"))
+        hot.register_flow(&flow(2, 1, "initializing"), &[])
             .await
             .unwrap();
         assert_eq!(
@@ -172,21 +180,21 @@ async fn late_writes_about_a_deleted_flow_never_reach_its_successor() {
     for (tier, hot) in tiers().await {
         let hot = hot.as_ref();
         let old = flow(1, 5, "running");
-        hot.register_flow(&flow(1, 1, "initializing"))
+        hot.register_flow(&flow(1, 1, "initializing"), &[])
             .await
             .unwrap();
-        hot.put_document(DocKind::Phase, &doc("analysis", 7), &owner(1), true)
+        hot.put_document(DocKind::Phase, &doc("analysis", 7), &owner(1), true, &[])
             .await
             .unwrap();
 
         // Deleted, and registered again at once, before the late writes below arrive.
-        hot.remove_flows(&[deleted(&old)]).await.unwrap();
+        hot.remove_flows(&[deleted(&old)], &[]).await.unwrap();
         assert_eq!(
             phase_version(hot).await,
             None,
             "{tier}: documents go with it"
         );
-        hot.put_document(DocKind::Phase, &doc("analysis", 8), &owner(1), true)
+        hot.put_document(DocKind::Phase, &doc("analysis", 8), &owner(1), true, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -194,16 +202,16 @@ async fn late_writes_about_a_deleted_flow_never_reach_its_successor() {
             None,
             "{tier}: a late document write cannot outlive the delete"
         );
-        hot.register_flow(&flow(2, 1, "initializing"))
+        hot.register_flow(&flow(2, 1, "initializing"), &[])
             .await
             .unwrap();
 
         // Late writes about the first life, with higher versions than the second has.
-        hot.record_transition(&flow(1, 6, "done"), &transition())
+        hot.record_transition(&flow(1, 6, "done"), &transition(), &[])
             .await
             .unwrap();
         hot.cache_flow(&old).await.unwrap();
-        hot.put_document(DocKind::Phase, &doc("analysis", 9), &owner(1), false)
+        hot.put_document(DocKind::Phase, &doc("analysis", 9), &owner(1), false, &[])
             .await
             .unwrap();
         hot.put_snapshot(&snapshot("s1"), &[], &owner(1), true)
@@ -225,19 +233,19 @@ async fn late_writes_about_a_deleted_flow_never_reach_its_successor() {
 
         // A delete of the first life that arrives late leaves the second's record alone; its
         // documents are dropped (they might have been the first life's), and fill again.
-        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), true)
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), true, &[])
             .await
             .unwrap();
-        hot.remove_flows(&[deleted(&old)]).await.unwrap();
+        hot.remove_flows(&[deleted(&old)], &[]).await.unwrap();
         assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
         assert_eq!(phase_version(hot).await, None, "{tier}");
-        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), false)
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(2), false, &[])
             .await
             .unwrap();
         assert_eq!(phase_version(hot).await, Some(1), "{tier}");
 
         // The second life goes on as usual.
-        hot.record_transition(&flow(2, 2, "running"), &transition())
+        hot.record_transition(&flow(2, 2, "running"), &transition(), &[])
             .await
             .unwrap();
         assert_eq!(cached(hot).await, "2/2 running", "{tier}");
@@ -249,15 +257,15 @@ async fn a_delete_overtaken_by_the_next_registration_still_clears_the_old_docume
     for (tier, hot) in tiers().await {
         let hot = hot.as_ref();
         let old = flow(1, 1, "initializing");
-        hot.register_flow(&old).await.unwrap();
-        hot.put_document(DocKind::Phase, &doc("analysis", 7), &owner(1), true)
+        hot.register_flow(&old, &[]).await.unwrap();
+        hot.put_document(DocKind::Phase, &doc("analysis", 7), &owner(1), true, &[])
             .await
             .unwrap();
         // The id is registered again, and that reaches the tier before the delete does.
-        hot.register_flow(&flow(2, 1, "initializing"))
+        hot.register_flow(&flow(2, 1, "initializing"), &[])
             .await
             .unwrap();
-        hot.remove_flows(&[deleted(&old)]).await.unwrap();
+        hot.remove_flows(&[deleted(&old)], &[]).await.unwrap();
         assert_eq!(cached(hot).await, "2/1 initializing", "{tier}");
         assert_eq!(
             phase_version(hot).await,
@@ -273,10 +281,10 @@ async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
         let hot = hot.as_ref();
         let version = |d: Option<Document>| d.map(|d| d.version);
 
-        hot.put_document(DocKind::State, &doc("", 5), &owner(1), true)
+        hot.put_document(DocKind::State, &doc("", 5), &owner(1), true, &[])
             .await
             .unwrap();
-        hot.put_document(DocKind::State, &doc("", 3), &owner(1), true)
+        hot.put_document(DocKind::State, &doc("", 3), &owner(1), true, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -285,7 +293,7 @@ async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
             "{tier}: a late write loses"
         );
 
-        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(1), true)
+        hot.put_document(DocKind::Phase, &doc("analysis", 1), &owner(1), true, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -293,7 +301,7 @@ async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
             None,
             "{tier}: invalidated by the phase save"
         );
-        hot.put_document(DocKind::State, &doc("", 4), &owner(1), false)
+        hot.put_document(DocKind::State, &doc("", 4), &owner(1), false, &[])
             .await
             .unwrap();
         assert_eq!(
@@ -301,7 +309,7 @@ async fn a_phase_save_invalidates_the_state_without_letting_an_older_fill_in() {
             None,
             "{tier}: an older fill is refused"
         );
-        hot.put_document(DocKind::State, &doc("", 5), &owner(1), false)
+        hot.put_document(DocKind::State, &doc("", 5), &owner(1), false, &[])
             .await
             .unwrap();
         assert_eq!(

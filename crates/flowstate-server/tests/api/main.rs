@@ -12,6 +12,7 @@ mod batches;
 mod cli;
 mod degraded;
 mod documents;
+mod events;
 mod flows;
 mod hot_guards;
 mod ledger_down;

@@ -64,7 +64,9 @@ async fn register_transition_and_read_cost_one_round_trip() {
     })
     .await;
     assert_eq!(rtt, 1, "register with parent: {cmds:?}");
-    assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
+    // The flow record's script and FLOW_REGISTERED's, in one pipeline.
+    assert_eq!(cmds.get("evalsha"), Some(&2), "{cmds:?}");
+    assert_eq!(cmds.get("publish"), Some(&1), "{cmds:?}");
     assert_eq!(cmds.get("sadd"), Some(&2), "registry + hierarchy: {cmds:?}");
 
     let (rtt, cmds) = measure(&app, async {
@@ -78,8 +80,10 @@ async fn register_transition_and_read_cost_one_round_trip() {
     })
     .await;
     assert_eq!(rtt, 1, "transition: {cmds:?}");
-    assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
-    assert_eq!(cmds.get("xadd"), Some(&1), "{cmds:?}");
+    // The transition's script and STATE_TRANSITION's: the transitions and events streams.
+    assert_eq!(cmds.get("evalsha"), Some(&2), "{cmds:?}");
+    assert_eq!(cmds.get("xadd"), Some(&2), "{cmds:?}");
+    assert_eq!(cmds.get("publish"), Some(&1), "{cmds:?}");
 
     let (rtt, cmds) = measure(&app, async {
         assert_eq!(app.get("/v1/flows/child").await.status, 200);
@@ -115,4 +119,45 @@ async fn scripts_reload_after_flush() {
         .await
         .unwrap();
     assert_eq!(status, "running");
+}
+
+/// Publishing a custom event on a cached flow is one round trip (the append checks the flow
+/// itself), and so is a restore, which carries its `STATE_RESTORED`; a resume is one more.
+#[tokio::test]
+async fn events_cost_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(Backend::RedisSqlite, |c| c.redis.url = Some(url)).await;
+    app.register(json!({"flow_id": "e", "flow_type": "t"}))
+        .await;
+
+    let (rtt, cmds) = measure(&app, async {
+        let a = app
+            .post(
+                "/v1/flows/e/events",
+                json!({"event_type": "X", "payload": {"a": 1}}),
+            )
+            .await;
+        assert_eq!(a.status, 202);
+    })
+    .await;
+    assert_eq!(rtt, 1, "post event: {cmds:?}");
+    assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
+    assert_eq!(cmds.get("xadd"), Some(&1), "{cmds:?}");
+    assert_eq!(cmds.get("publish"), Some(&1), "{cmds:?}");
+
+    let snap = app
+        .post(
+            "/v1/flows/e/snapshots",
+            json!({"snapshot_id": "s", "state": {"a": 1}}),
+        )
+        .await;
+    assert_eq!(snap.status, 201);
+    let (rtt, cmds) = measure(&app, async {
+        let a = app.post("/v1/flows/e/snapshots/s/restore", json!({})).await;
+        assert_eq!(a.status, 200);
+    })
+    .await;
+    assert_eq!(rtt, 1, "restore: {cmds:?}");
+    assert_eq!(cmds.get("publish"), Some(&1), "{cmds:?}");
 }

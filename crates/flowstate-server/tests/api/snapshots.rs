@@ -202,7 +202,7 @@ async fn lineage_restore_fork(backend: Backend) {
         let restored = events
             .ids
             .iter()
-            .find(|e| e.get::<String>("event_type").as_deref() == Some("STATE_RESTORED"));
+            .find(|e| e.get::<String>("t").as_deref() == Some("STATE_RESTORED"));
         assert!(restored.is_some(), "restore emitted STATE_RESTORED");
     }
 

@@ -119,6 +119,30 @@ impl Keys {
         format!("{}flow:events:{{{flow_id}}}", self.prefix)
     }
 
+    /// `flow:events:{<flow_id>}:meta`: the event stream's epoch (hash: `epoch`, `live`).
+    pub fn events_meta(&self, flow_id: &str) -> String {
+        format!("{}flow:events:{{{flow_id}}}:meta", self.prefix)
+    }
+
+    /// The flow id of an events key ([`Keys::events`]), which is also the name of the Redis
+    /// channel its live events are published on.
+    pub fn events_flow<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("flow:events:{")?
+            .strip_suffix('}')
+    }
+
+    /// `sse:connections:<connection_id>`: one open SSE connection (string: JSON).
+    pub fn sse_connection(&self, connection_id: &str) -> String {
+        format!("{}sse:connections:{connection_id}", self.prefix)
+    }
+
+    /// `sse:connections:flow:{<flow_id>}`: a flow's open SSE connections (sorted set: id by
+    /// expiry in ms, so the entries of a crashed instance lapse).
+    pub fn sse_flow_connections(&self, flow_id: &str) -> String {
+        format!("{}sse:connections:flow:{{{flow_id}}}", self.prefix)
+    }
+
     /// `flow:transitions:{<flow_id>}`: the transitions stream.
     pub fn transitions(&self, flow_id: &str) -> String {
         format!("{}flow:transitions:{{{flow_id}}}", self.prefix)
@@ -147,5 +171,11 @@ mod tests {
         );
         assert_eq!(keys.hierarchy("p"), "env1:orchestrator:hierarchy:{p}");
         assert_eq!(keys.registry(), "env1:orchestrator:flows");
+        assert_eq!(keys.events_flow(&keys.events("a{b}")), Some("a{b}"));
+        assert_eq!(keys.events_flow("env1:flow:transitions:{f}"), None);
+        assert_eq!(
+            hash_tag(&keys.events("f1")),
+            hash_tag(&keys.events_meta("f1"))
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! - [`FlowHot`]: cached flow records, the registry and hierarchy sets, the transitions stream;
 //! - [`DocumentHot`]: cached states, phase states and per-flow agent results;
 //! - [`SnapshotHot`]: cached snapshots and each flow's snapshot list;
-//! - [`EventHot`]: each flow's event stream;
+//! - [`EventHot`]: each flow's event stream, its epochs, and live delivery to subscribers;
+//! - [`ConnectionHot`]: the registry of open SSE connections;
 //! - [`AgentCacheHot`]: the agent result cache and its counters.
 //!
 //! [`HotTier`] is their sum plus what the service needs of the tier as a whole (health,
@@ -26,6 +27,7 @@
 
 pub mod breaker;
 pub mod codec;
+pub mod fanout;
 pub mod keys;
 mod memory;
 mod redis;
@@ -37,8 +39,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
+use crate::model::events::{Event, EventId, History, SseConnection};
 use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
+pub use self::fanout::{Live, LiveEvent, Watch};
 pub use self::memory::MemoryHot;
 pub use self::redis::RedisHot;
 
@@ -136,8 +140,9 @@ pub struct HotStats {
 #[async_trait]
 pub trait FlowHot: Send + Sync + 'static {
     /// Caches a newly registered flow (replacing the tombstone of an earlier incarnation), adds
-    /// it to the registry and to its parent's children.
-    async fn register_flow(&self, flow: &Flow) -> HotResult<()>;
+    /// it to the registry and to its parent's children, and appends `events` (see
+    /// [`EventHot::append_events`]), all in one round trip.
+    async fn register_flow(&self, flow: &Flow, events: &[Event]) -> HotResult<()>;
 
     /// Caches a flow read from the ledger, unless a newer version is cached already.
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()>;
@@ -145,13 +150,20 @@ pub trait FlowHot: Send + Sync + 'static {
     /// The cached flow record.
     async fn get_flow(&self, flow_id: &str) -> HotResult<CachedFlow>;
 
-    /// Appends a transition to the flow's transitions stream and caches the updated flow
-    /// (unless a newer version is cached already).
-    async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()>;
+    /// Appends a transition to the flow's transitions stream, caches the updated flow
+    /// (unless a newer version is cached already) and appends `events`, in one round trip.
+    async fn record_transition(
+        &self,
+        flow: &Flow,
+        transition: &Transition,
+        events: &[Event],
+    ) -> HotResult<()>;
 
     /// Forgets deleted flows: tombstones their records, removes them from the registry and the
-    /// hierarchy, drops their transitions streams and documents.
-    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()>;
+    /// hierarchy, drops their transitions streams and documents, and appends `events` (their
+    /// event streams are kept, shortened to the tombstones' lifetime, so that a subscriber
+    /// still learns of the delete).
+    async fn remove_flows(&self, flows: &[DeletedFlow], events: &[Event]) -> HotResult<()>;
 
     /// Drops a flow's cached record and, when given, one of its documents, whatever their
     /// versions (used when a ledger write's outcome is unknown).
@@ -165,12 +177,14 @@ pub trait DocumentHot: Send + Sync + 'static {
     /// ended (the flow was deleted, or deleted and registered again). The owner's status picks
     /// the state TTL; `fresh` marks a new write (which indexes the document and, for a phase,
     /// invalidates the flow's cached state) as opposed to a repopulation after a miss.
+    /// `events` are appended in the same round trip.
     async fn put_document(
         &self,
         kind: DocKind,
         doc: &Document,
         owner: &Owner,
         fresh: bool,
+        events: &[Event],
     ) -> HotResult<()>;
 
     /// The cached document, if any.
@@ -199,16 +213,58 @@ pub trait SnapshotHot: Send + Sync + 'static {
     async fn get_snapshot(&self, flow_id: &str, snapshot_id: &str) -> HotResult<Option<Snapshot>>;
 }
 
-/// Each flow's event stream.
+/// What became of a custom event offered to the hot tier ([`EventHot::post_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Posted {
+    /// Appended under this id.
+    Stored(EventId),
+    /// The flow is not cached: nothing appended; ask the ledger whether it exists.
+    FlowNotCached,
+    /// The flow was deleted: nothing appended.
+    FlowDeleted,
+}
+
+/// Each flow's event stream (`flow:events:{id}`): bounded history with an epoch, and live
+/// delivery to the flow's subscribers on every instance.
 #[async_trait]
 pub trait EventHot: Send + Sync + 'static {
-    /// Appends an event to the flow's event stream.
-    async fn append_event(
-        &self,
-        flow_id: &str,
-        event_type: &str,
-        payload: &serde_json::Value,
-    ) -> HotResult<()>;
+    /// Appends events to their flows' streams and delivers them live, in one round trip. Each
+    /// is stored under its own id, unless its stream holds that id already (a replay: skipped)
+    /// or a later one (then under the stream's next id). Returns the ids stored under.
+    async fn append_events(&self, events: &[Event]) -> HotResult<Vec<EventId>>;
+
+    /// Appends a custom event as [`EventHot::append_events`] does, if the hot tier holds its
+    /// flow's record (so that posting to a cached flow costs one round trip in all).
+    async fn post_event(&self, event: &Event) -> HotResult<Posted>;
+
+    /// What a subscriber resuming after `after` missed (see [`History`]); without `after`,
+    /// only the stream's epoch and top. One round trip.
+    async fn history(&self, flow_id: &str, after: Option<EventId>) -> HotResult<History>;
+
+    /// Starts receiving the flow's live events. Returns once the feed is live, or at once when
+    /// it cannot be (Redis down): the watcher then gets [`Live::Resync`] when it is.
+    async fn watch(&self, flow_id: &str) -> Watch;
+
+    /// Delivers an event to this instance's subscribers only: how events published while the
+    /// tier is unreachable still reach them.
+    fn deliver_locally(&self, event: Event);
+}
+
+/// The registry of open SSE connections (`sse:connections:*`), across instances.
+#[async_trait]
+pub trait ConnectionHot: Send + Sync + 'static {
+    /// Registers an open connection for `ttl.sse_connection`.
+    async fn add_connection(&self, conn: &SseConnection) -> HotResult<()>;
+
+    /// Extends open connections' registrations by `ttl.sse_connection`, in one round trip per
+    /// thousand.
+    async fn refresh_connections(&self, conns: &[SseConnection]) -> HotResult<()>;
+
+    /// Removes a closed connection.
+    async fn remove_connection(&self, conn: &SseConnection) -> HotResult<()>;
+
+    /// The flow's open connections on every instance.
+    async fn connections(&self, flow_id: &str) -> HotResult<Vec<SseConnection>>;
 }
 
 /// The agent result cache: a pure cache (nothing of it is in the ledger), so a failed store is
@@ -259,7 +315,9 @@ pub trait AgentCacheHot: Send + Sync + 'static {
 
 /// The whole hot tier: every capability, plus what the service needs of the tier itself.
 #[async_trait]
-pub trait HotTier: FlowHot + DocumentHot + SnapshotHot + EventHot + AgentCacheHot {
+pub trait HotTier:
+    FlowHot + DocumentHot + SnapshotHot + EventHot + ConnectionHot + AgentCacheHot
+{
     /// Backend name for health output (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 

@@ -4,7 +4,8 @@
 //! - [`DocumentLedger`]: a flow's state, phase states and per-flow agent results;
 //! - [`SnapshotLedger`]: snapshots with lineage, restore and fork;
 //! - [`JournalLedger`]: what the service journals about the hot tier (fallback log,
-//!   invalidation journal).
+//!   invalidation journal);
+//! - [`EventLedger`]: the outbox of flow events published while the hot tier was unreachable.
 //!
 //! [`Ledger`] is their sum, which the service holds. The traits speak the domain, not SQL, so
 //! each backend uses its best statement per operation: PostgreSQL does a transition in one
@@ -28,6 +29,7 @@ use crate::config::DatabaseConfig;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
+use crate::model::events::Event;
 use crate::model::{
     DeletedFlow, DocKind, Document, FallbackRecord, Flow, FlowFilter, Invalidation, Owner,
     Snapshot, TakenSnapshot, Transition,
@@ -165,9 +167,25 @@ pub trait JournalLedger: Send + Sync + 'static {
     async fn clear_invalidations(&self, ids: &[i64]) -> Result<()>;
 }
 
+/// The event outbox: flow events the hot tier could not take, kept in publication order until
+/// they are replayed into their streams.
+#[async_trait]
+pub trait EventLedger: Send + Sync + 'static {
+    /// Appends events to the outbox, in order.
+    async fn enqueue_events(&self, events: &[Event]) -> Result<()>;
+
+    /// The oldest `limit` events in the outbox with their sequence numbers, oldest first.
+    async fn pending_events(&self, limit: u32) -> Result<Vec<(i64, Event)>>;
+
+    /// Forgets replayed events.
+    async fn clear_events(&self, seqs: &[i64]) -> Result<()>;
+}
+
 /// The whole system of record: every capability, plus health.
 #[async_trait]
-pub trait Ledger: FlowLedger + DocumentLedger + SnapshotLedger + JournalLedger {
+pub trait Ledger:
+    FlowLedger + DocumentLedger + SnapshotLedger + JournalLedger + EventLedger
+{
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

@@ -8,6 +8,7 @@
 
 pub mod agent_cache;
 pub mod documents;
+pub mod events;
 pub mod flows;
 pub mod ids;
 pub mod journal;

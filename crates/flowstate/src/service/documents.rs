@@ -104,7 +104,7 @@ impl Flowstate {
             .await?;
         self.hot_write(
             "documents.put",
-            self.hot().put_document(kind, &doc, &owner, true),
+            self.hot().put_document(kind, &doc, &owner, true, &[]),
         )
         .await;
         Ok(doc)
@@ -136,7 +136,7 @@ impl Flowstate {
                 self.hot_fill(
                     epoch,
                     "documents.cache",
-                    self.hot().put_document(kind, &doc, &owner, false),
+                    self.hot().put_document(kind, &doc, &owner, false, &[]),
                 )
                 .await;
                 Ok(doc)

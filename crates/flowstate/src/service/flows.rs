@@ -10,6 +10,9 @@ use super::Flowstate;
 use crate::error::{Error, Result};
 use crate::hot::CachedFlow;
 use crate::model::flows::{INITIAL_STATUS, MAX_PAGE};
+use serde_json::json;
+
+use crate::model::events::{FLOW_DELETED, FLOW_REGISTERED};
 use crate::model::{Flow, FlowFilter, FlowPage, NewFlow, ids, now};
 
 impl Flowstate {
@@ -50,8 +53,14 @@ impl Flowstate {
             incarnation: 0,
         };
         flow.incarnation = self.ledger().insert_flow(&flow).await?;
-        self.hot_write("flows.register", self.hot().register_flow(&flow))
-            .await;
+        let registered = self.event(&flow.flow_id, FLOW_REGISTERED, registered_payload(&flow));
+        let events = self.events_to_carry(vec![registered]).await;
+        self.hot_write_with_events(
+            "flows.register",
+            events.clone(),
+            self.hot().register_flow(&flow, &events),
+        )
+        .await;
         Ok(flow)
     }
 
@@ -134,10 +143,35 @@ impl Flowstate {
 
     async fn delete_flow_now(&self, flow_id: &str, recursive: bool) -> Result<()> {
         let deleted = self.ledger().delete_flow(flow_id, recursive).await?;
-        self.hot_write("flows.delete", self.hot().remove_flows(&deleted))
-            .await;
+        let events = deleted
+            .iter()
+            .map(|d| {
+                self.event(
+                    &d.flow.flow_id,
+                    FLOW_DELETED,
+                    json!({"requested_for": flow_id, "recursive": recursive}),
+                )
+            })
+            .collect();
+        let events = self.events_to_carry(events).await;
+        self.hot_write_with_events(
+            "flows.delete",
+            events.clone(),
+            self.hot().remove_flows(&deleted, &events),
+        )
+        .await;
         Ok(())
     }
+}
+
+/// What `FLOW_REGISTERED` says of a new flow.
+pub(super) fn registered_payload(flow: &Flow) -> serde_json::Value {
+    json!({
+        "flow_type": flow.flow_type,
+        "parent_flow_id": flow.parent_flow_id,
+        "status": flow.status,
+        "incarnation": flow.incarnation,
+    })
 }
 
 /// Cursors are opaque to callers; inside they are the ledger's registration sequence.

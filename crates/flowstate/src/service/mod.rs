@@ -7,11 +7,14 @@
 //! can let a stale value be read.
 
 mod agent_cache;
+mod connections;
 mod documents;
+mod events;
 mod fallbacks;
 mod flows;
 mod health;
 mod invalidations;
+mod outbox;
 mod snapshots;
 mod transitions;
 
@@ -25,10 +28,13 @@ use crate::hot::keys::Keys;
 use crate::hot::ttl::Ttls;
 use crate::hot::{HotError, HotResult, HotTier, MemoryHot, RedisHot};
 use crate::ledger::{self, Ledger};
+use crate::model::events::EventIds;
 use crate::model::{DocKind, now};
 
+pub use self::events::{Delivery, Subscription};
 use self::fallbacks::FallbackLog;
 pub use self::health::{Health, TierHealth};
+pub use crate::hot::LiveEvent;
 
 /// The flowstate service: cheap to clone, shared by every request.
 #[derive(Clone)]
@@ -47,6 +53,14 @@ struct Inner {
     agent_cache_waiters: agent_cache::Waiters,
     /// The agent cache's optional in-process L1.
     agent_cache_l1: Option<agent_cache::L1>,
+    /// Ids of the events this instance publishes.
+    event_ids: EventIds,
+    /// Whether events wait in the ledger outbox.
+    outbox: outbox::Outbox,
+    /// This instance's open SSE connections.
+    connections: connections::Local,
+    /// This instance's name in the connection registry.
+    instance_id: String,
 }
 
 tokio::task_local! {
@@ -72,9 +86,14 @@ impl Flowstate {
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
             let keys = Keys::new(config.key_prefix.clone());
-            Box::new(RedisHot::connect(&config.redis, keys, ttls)?)
+            Box::new(RedisHot::connect(
+                &config.redis,
+                &config.events,
+                keys,
+                ttls,
+            )?)
         } else {
-            Box::new(MemoryHot::new(ttls))
+            Box::new(MemoryHot::new(ttls, &config.events))
         };
         let agent_cache_l1 = agent_cache::L1::new(&config.agent_cache, hot.shared());
         let service = Flowstate {
@@ -86,6 +105,10 @@ impl Flowstate {
                 agent_cache: agent_cache::PendingCounts::default(),
                 agent_cache_waiters: agent_cache::Waiters::default(),
                 agent_cache_l1,
+                event_ids: EventIds::default(),
+                outbox: outbox::Outbox::default(),
+                connections: connections::Local::default(),
+                instance_id: uuid::Uuid::now_v7().to_string(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {
@@ -93,11 +116,15 @@ impl Flowstate {
         }
         // Keys an earlier run (or another instance) could not write go before the first read.
         invalidations::sweep_once(&service.inner, true).await;
+        // Events a process that died mid-outage left behind go out before any new one.
+        outbox::replay_once(&service.inner).await;
         tokio::spawn(fallbacks::flush_fallbacks(Arc::downgrade(&service.inner)));
         tokio::spawn(agent_cache::flush_counts(Arc::downgrade(&service.inner)));
         tokio::spawn(invalidations::sweep_invalidations(Arc::downgrade(
             &service.inner,
         )));
+        tokio::spawn(outbox::replay_outbox(Arc::downgrade(&service.inner)));
+        tokio::spawn(connections::heartbeat(Arc::downgrade(&service.inner)));
         Ok(service)
     }
 
@@ -117,13 +144,14 @@ impl Flowstate {
     /// Runs a hot-tier write whose ledger counterpart already succeeded; a failure is logged
     /// and counted, never returned. The keys it could not reach are recorded in the ledger
     /// before the caller answers, so that they are deleted before Redis serves them again even
-    /// if this process dies first, or another instance's breaker closes first.
+    /// if this process dies first, or another instance's breaker closes first. Returns
+    /// whether the write succeeded.
     pub(crate) async fn hot_write(
         &self,
         op: &'static str,
         fut: impl Future<Output = HotResult<()>>,
-    ) {
-        let Err(e) = fut.await else { return };
+    ) -> bool {
+        let Err(e) = fut.await else { return true };
         self.hot_failure(op, &e);
         if let HotError::Unwritten { keys, .. } = &e
             && !keys.is_empty()
@@ -137,6 +165,7 @@ impl Flowstate {
                 }
             }
         }
+        false
     }
 
     /// Runs a write to completion on a task of its own. An HTTP client that disconnects drops

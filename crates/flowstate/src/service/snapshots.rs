@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::Flowstate;
 use crate::error::{Error, Result};
+use crate::model::events::{FLOW_FORKED, FLOW_REGISTERED, STATE_RESTORED};
 use crate::model::flows::INITIAL_STATUS;
 use crate::model::snapshots::{KEEP_SNAPSHOTS, RESERVED_SNAPSHOT_ID};
 use crate::model::{DocKind, Document, Flow, ForkRequest, Owner, Snapshot, ids, now};
@@ -117,16 +118,17 @@ impl Flowstate {
         let (flow, state) = self
             .unless_unknown(written, flow_id, Some((DocKind::State, "")))
             .await?;
-        let event = json!({"snapshot_id": snapshot_id, "state_version": state.version});
-        self.hot_write(
+        let restored = self.event(
+            flow_id,
+            STATE_RESTORED,
+            json!({"snapshot_id": snapshot_id, "state_version": state.version}),
+        );
+        let events = self.events_to_carry(vec![restored]).await;
+        self.hot_write_with_events(
             "snapshots.restore",
+            events.clone(),
             self.hot()
-                .put_document(DocKind::State, &state, &Owner::of(&flow), true),
-        )
-        .await;
-        self.hot_write(
-            "snapshots.restore_event",
-            self.hot().append_event(flow_id, "STATE_RESTORED", &event),
+                .put_document(DocKind::State, &state, &Owner::of(&flow), true, &events),
         )
         .await;
         Ok((flow, state))
@@ -175,12 +177,29 @@ impl Flowstate {
                 .ledger()
                 .fork_snapshot(&flow_id, &snapshot_id, &child)
                 .await?;
-            this.hot_write("snapshots.fork", this.hot().register_flow(&child))
-                .await;
+            let events = vec![
+                this.event(
+                    &child.flow_id,
+                    FLOW_REGISTERED,
+                    super::flows::registered_payload(&child),
+                ),
+                this.event(
+                    &flow_id,
+                    FLOW_FORKED,
+                    json!({"child_flow_id": child.flow_id, "snapshot_id": snapshot_id}),
+                ),
+            ];
+            let events = this.events_to_carry(events).await;
+            this.hot_write_with_events(
+                "snapshots.fork",
+                events.clone(),
+                this.hot().register_flow(&child, &events),
+            )
+            .await;
             this.hot_write(
                 "snapshots.fork_state",
                 this.hot()
-                    .put_document(DocKind::State, &state, &Owner::of(&child), true),
+                    .put_document(DocKind::State, &state, &Owner::of(&child), true, &[]),
             )
             .await;
             Ok((child, state))

@@ -3,8 +3,11 @@
 //! one statement or transaction), then appended to `flow:transitions:{id}` and the cached flow
 //! updated in one Redis round trip.
 
+use serde_json::json;
+
 use super::Flowstate;
 use crate::error::Result;
+use crate::model::events::STATE_TRANSITION;
 use crate::model::transitions::MAX_HISTORY;
 use crate::model::{Flow, Transition, TransitionRequest, ids, now};
 
@@ -36,9 +39,21 @@ impl Flowstate {
             .transition(flow_id, &req.from, &req.to, &metadata, now())
             .await;
         let (transition, flow) = self.unless_unknown(written, flow_id, None).await?;
-        self.hot_write(
+        let event = self.event(
+            flow_id,
+            STATE_TRANSITION,
+            json!({
+                "from": transition.from,
+                "to": transition.to,
+                "metadata": transition.metadata,
+                "version": flow.version,
+            }),
+        );
+        let events = self.events_to_carry(vec![event]).await;
+        self.hot_write_with_events(
             "transitions.record",
-            self.hot().record_transition(&flow, &transition),
+            events.clone(),
+            self.hot().record_transition(&flow, &transition, &events),
         )
         .await;
         Ok((transition, flow))

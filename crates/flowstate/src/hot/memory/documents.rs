@@ -9,6 +9,7 @@ use moka::ops::compute::Op;
 
 use super::{Entry, MemoryHot, put};
 use crate::hot::{DocumentHot, HotResult, TOMBSTONE_TTL};
+use crate::model::events::Event;
 use crate::model::{DocKind, Document, Owner};
 
 #[async_trait]
@@ -19,6 +20,7 @@ impl DocumentHot for MemoryHot {
         doc: &Document,
         owner: &Owner,
         fresh: bool,
+        events: &[Event],
     ) -> HotResult<()> {
         let entry = Entry {
             incarnation: owner.incarnation,
@@ -49,6 +51,9 @@ impl DocumentHot for MemoryHot {
             }
             Op::Nop
         });
+        if fresh {
+            self.publish(events);
+        }
         Ok(())
     }
 

@@ -6,12 +6,14 @@ use moka::ops::compute::Op;
 
 use super::{Entry, MemoryHot};
 use crate::hot::{CachedFlow, FlowHot, HotResult, TOMBSTONE_TTL};
+use crate::model::events::Event;
 use crate::model::{DeletedFlow, DocKind, Flow, Transition};
 
 #[async_trait]
 impl FlowHot for MemoryHot {
-    async fn register_flow(&self, flow: &Flow) -> HotResult<()> {
+    async fn register_flow(&self, flow: &Flow, events: &[Event]) -> HotResult<()> {
         self.put_flow(flow);
+        self.publish(events);
         Ok(())
     }
 
@@ -30,12 +32,18 @@ impl FlowHot for MemoryHot {
         })
     }
 
-    async fn record_transition(&self, flow: &Flow, _transition: &Transition) -> HotResult<()> {
+    async fn record_transition(
+        &self,
+        flow: &Flow,
+        _transition: &Transition,
+        events: &[Event],
+    ) -> HotResult<()> {
         self.put_flow(flow);
+        self.publish(events);
         Ok(())
     }
 
-    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()> {
+    async fn remove_flows(&self, flows: &[DeletedFlow], events: &[Event]) -> HotResult<()> {
         for deleted in flows {
             let id = &deleted.flow.flow_id;
             let tombstone = Entry {
@@ -61,6 +69,11 @@ impl FlowHot for MemoryHot {
                     _ => Op::Put(tombstone),
                 }
             });
+        }
+        // The event streams stay a little, for subscribers to learn of the delete.
+        self.publish(events);
+        for deleted in flows {
+            self.streams.expire_in(&deleted.flow.flow_id, TOMBSTONE_TTL);
         }
         Ok(())
     }

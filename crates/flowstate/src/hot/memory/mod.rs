@@ -1,11 +1,13 @@
 //! The embedded hot tier: an in-process cache of flow records and documents (moka, TinyLFU with
-//! per-entry TTL), so a single `flowstate serve` needs no Redis at all.
+//! per-entry TTL), event streams and the SSE connection registry, so a single
+//! `flowstate serve` needs no Redis at all.
 //!
-//! It holds only what a reader on this instance can use: flow records and documents. Registry,
-//! hierarchy, transition history and document listings are served by the ledger, which is local
-//! in the embedded setup.
+//! It holds only what a reader on this instance can use: flow records, documents, events.
+//! Registry, hierarchy, transition history and document listings are served by the ledger,
+//! which is local in the embedded setup.
 
 mod agent_cache;
+mod connections;
 mod documents;
 mod events;
 mod flows;
@@ -19,9 +21,11 @@ use async_trait::async_trait;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
+use super::fanout::Hub;
 use super::keys::Keys;
 use super::ttl::Ttls;
 use super::{FlowKeys, HotResult, HotStats, HotTier};
+use crate::config::EventsConfig;
 use crate::model::{DocKind, Document, Flow, Snapshot};
 
 /// Entries kept at most; the least useful are evicted first.
@@ -100,12 +104,15 @@ pub struct MemoryHot {
     documents: Cache<DocKey, Entry<Document>>,
     snapshots: Cache<(String, String), Entry<Snapshot>>,
     agent_results: agent_cache::AgentResults,
+    streams: events::Streams,
+    hub: Arc<Hub>,
+    connections: connections::Registry,
     ttls: Ttls,
 }
 
 impl MemoryHot {
     /// An empty cache using `ttls` for entry lifetimes.
-    pub fn new(ttls: Ttls) -> Self {
+    pub fn new(ttls: Ttls, events: &EventsConfig) -> Self {
         MemoryHot {
             flows: Cache::builder()
                 .max_capacity(MAX_ENTRIES)
@@ -120,6 +127,9 @@ impl MemoryHot {
                 .expire_after(EntryTtl)
                 .build(),
             agent_results: agent_cache::AgentResults::new(),
+            streams: events::Streams::new(events.maxlen, Duration::from_secs(ttls.events())),
+            hub: Hub::new(events.buffer, None),
+            connections: connections::Registry::default(),
             ttls,
         }
     }
@@ -176,6 +186,9 @@ impl HotTier for MemoryHot {
             {
                 out.insert(keys.document(kind, id, &name), json_len(&*d));
             }
+        }
+        if let Some(bytes) = self.streams.bytes(id) {
+            out.insert(keys.events(id), bytes);
         }
         for sid in &flow.snapshots {
             if let Some(Entry { value: Some(s), .. }) =

@@ -7,8 +7,10 @@ use std::sync::LazyLock;
 use ::redis::Script;
 use async_trait::async_trait;
 
+use super::events::APPEND_EVENT_SRC;
 use super::{RedisHot, lua};
 use crate::hot::{DocumentHot, HotError, HotResult, TOMBSTONE_TTL, codec};
+use crate::model::events::Event;
 use crate::model::{DocKind, Document, Owner};
 
 const PUT_DOCUMENT_SRC: &str = lua!("put_document.lua");
@@ -24,6 +26,7 @@ impl DocumentHot for RedisHot {
         doc: &Document,
         owner: &Owner,
         fresh: bool,
+        events: &[Event],
     ) -> HotResult<()> {
         let key = self.keys.document(kind, &doc.flow_id, &doc.name);
         let payload = codec::Payload {
@@ -64,9 +67,12 @@ impl DocumentHot for RedisHot {
         if !fresh {
             return self.core.fill(&pipe, &[PUT_DOCUMENT_SRC]).await;
         }
+        self.push_events(&mut pipe, events)?;
         let mut dirty = vec![key];
         dirty.extend(invalidate);
-        self.core.write(&pipe, &[PUT_DOCUMENT_SRC], dirty).await
+        self.core
+            .write(&pipe, &[PUT_DOCUMENT_SRC, APPEND_EVENT_SRC], dirty)
+            .await
     }
 
     async fn get_document(

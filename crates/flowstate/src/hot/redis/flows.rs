@@ -9,8 +9,10 @@ use std::sync::LazyLock;
 use ::redis::{Pipeline, Script};
 use async_trait::async_trait;
 
+use super::events::APPEND_EVENT_SRC;
 use super::{RedisHot, encode_flow, lua, rfc3339};
 use crate::hot::{CachedFlow, FlowHot, HotError, HotResult, TOMBSTONE_TTL};
+use crate::model::events::Event;
 use crate::model::{DeletedFlow, DocKind, Flow, Transition};
 
 const PUT_FLOW_SRC: &str = lua!("put_flow.lua");
@@ -52,7 +54,7 @@ impl RedisHot {
 
 #[async_trait]
 impl FlowHot for RedisHot {
-    async fn register_flow(&self, flow: &Flow) -> HotResult<()> {
+    async fn register_flow(&self, flow: &Flow, events: &[Event]) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
         self.push_put_flow(&mut pipe, flow)?;
         pipe.sadd(self.keys.registry(), &flow.flow_id).ignore();
@@ -62,8 +64,11 @@ impl FlowHot for RedisHot {
             pipe.expire(&hierarchy, self.ttls.hierarchy() as i64)
                 .ignore();
         }
+        self.push_events(&mut pipe, events)?;
         let dirty = vec![self.keys.flow(&flow.flow_id)];
-        self.core.write(&pipe, &[PUT_FLOW_SRC], dirty).await
+        self.core
+            .write(&pipe, &[PUT_FLOW_SRC, APPEND_EVENT_SRC], dirty)
+            .await
     }
 
     async fn cache_flow(&self, flow: &Flow) -> HotResult<()> {
@@ -96,7 +101,12 @@ impl FlowHot for RedisHot {
         Ok(CachedFlow::Present(flow))
     }
 
-    async fn record_transition(&self, flow: &Flow, transition: &Transition) -> HotResult<()> {
+    async fn record_transition(
+        &self,
+        flow: &Flow,
+        transition: &Transition,
+        events: &[Event],
+    ) -> HotResult<()> {
         let metadata =
             serde_json::to_string(&transition.metadata).map_err(|e| HotError::Corrupt {
                 key: flow.flow_id.clone(),
@@ -120,16 +130,17 @@ impl FlowHot for RedisHot {
             .arg(metadata)
             .arg(flow.incarnation)
             .ignore();
+        self.push_events(&mut pipe, events)?;
         let dirty = vec![
             self.keys.flow(&flow.flow_id),
             self.keys.transitions(&flow.flow_id),
         ];
         self.core
-            .write(&pipe, &[RECORD_TRANSITION_SRC], dirty)
+            .write(&pipe, &[RECORD_TRANSITION_SRC, APPEND_EVENT_SRC], dirty)
             .await
     }
 
-    async fn remove_flows(&self, flows: &[DeletedFlow]) -> HotResult<()> {
+    async fn remove_flows(&self, flows: &[DeletedFlow], events: &[Event]) -> HotResult<()> {
         let mut pipe = ::redis::pipe();
         let mut dirty = Vec::new();
         for deleted in flows {
@@ -152,7 +163,6 @@ impl FlowHot for RedisHot {
                     .map(|sid| self.keys.snapshot(id, sid)),
             );
             gone.push(self.keys.snapshot_list(id));
-            gone.push(self.keys.events(id));
             gone.push(self.keys.hierarchy(id));
             gone.push(self.keys.transitions(id));
             // The record becomes a tombstone, so a racing repopulation cannot revive it (unless
@@ -176,7 +186,17 @@ impl FlowHot for RedisHot {
             dirty.extend(gone);
             dirty.push(key);
         }
-        self.core.write(&pipe, &[REMOVE_FLOW_SRC], dirty).await
+        // The event streams stay a little, for subscribers to learn of the delete.
+        self.push_events(&mut pipe, events)?;
+        for deleted in flows {
+            let id = &deleted.flow.flow_id;
+            for key in [self.keys.events(id), self.keys.events_meta(id)] {
+                pipe.expire(key, TOMBSTONE_TTL.as_secs() as i64).ignore();
+            }
+        }
+        self.core
+            .write(&pipe, &[REMOVE_FLOW_SRC, APPEND_EVENT_SRC], dirty)
+            .await
     }
 
     async fn forget(&self, flow_id: &str, document: Option<(DocKind, &str)>) -> HotResult<()> {

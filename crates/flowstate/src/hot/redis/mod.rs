@@ -13,10 +13,12 @@
 //! write missed, then close).
 
 mod agent_cache;
+mod connections;
 mod documents;
 mod events;
 mod flows;
 mod snapshots;
+mod subscriber;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -29,11 +31,13 @@ use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
 
+use self::subscriber::{Setup, Subscriber};
 use super::breaker::Breaker;
+use super::fanout::Hub;
 use super::keys::Keys;
 use super::ttl::Ttls;
 use super::{FlowKeys, HotError, HotResult, HotStats, HotTier};
-use crate::config::RedisConfig;
+use crate::config::{EventsConfig, RedisConfig};
 use crate::model::{DocKind, Flow};
 
 /// A script's source: the flow-ordering functions every script shares, then its own body
@@ -53,6 +57,11 @@ pub struct RedisHot {
     core: Arc<Core>,
     keys: Keys,
     ttls: Ttls,
+    events: EventsConfig,
+    /// This instance's subscribers of flow events.
+    hub: Arc<Hub>,
+    /// The Redis subscription feeding `hub`.
+    subscriber: Subscriber,
 }
 
 /// What the request path and the prober share.
@@ -117,6 +126,16 @@ impl Core {
     /// its keys dirty and opens it. Either way the error names the keys
     /// ([`HotError::Unwritten`]).
     async fn write(&self, pipe: &Pipeline, scripts: &[&str], keys: Vec<String>) -> HotResult<()> {
+        self.write_query(pipe, scripts, keys).await
+    }
+
+    /// [`Core::write`], returning the pipeline's replies.
+    async fn write_query<T: ::redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        scripts: &[&str],
+        keys: Vec<String>,
+    ) -> HotResult<T> {
         let unwritten = |keys: Vec<String>, source: HotError| HotError::Unwritten {
             keys,
             source: Box::new(source),
@@ -124,10 +143,10 @@ impl Core {
         if let Err(new) = self.breaker.admit_write(|| keys.clone()) {
             return Err(unwritten(new, HotError::Unavailable));
         }
-        match self.run(pipe, scripts).await {
-            Ok(()) => {
+        match self.query(pipe, scripts).await {
+            Ok(replies) => {
                 self.breaker.succeeded();
-                Ok(())
+                Ok(replies)
             }
             Err(e) if unavailable(&e) => {
                 let new = self.breaker.write_failed(keys);
@@ -273,7 +292,12 @@ impl RedisHot {
     /// Sets up the connections without waiting for Redis: the service starts (and serves from
     /// the ledger) even when Redis is down, and the connections come up when it does. Errors
     /// are configuration errors (a bad URL, an unreadable CA file).
-    pub fn connect(cfg: &RedisConfig, keys: Keys, ttls: Ttls) -> crate::Result<Self> {
+    pub fn connect(
+        cfg: &RedisConfig,
+        events: &EventsConfig,
+        keys: Keys,
+        ttls: Ttls,
+    ) -> crate::Result<Self> {
         let bad = |setting: &str, e: &dyn std::fmt::Display| {
             crate::Error::Config(format!("{setting}: {e}"))
         };
@@ -318,7 +342,24 @@ impl RedisHot {
             Arc::downgrade(&core),
             core.breaker.wake_handle(),
         ));
-        Ok(RedisHot { core, keys, ttls })
+        let (unwatched_tx, unwatched) = tokio::sync::mpsc::unbounded_channel();
+        let hub = Hub::new(events.buffer, Some(unwatched_tx));
+        let subscriber = Subscriber::start(Setup {
+            client,
+            keys: keys.clone(),
+            hub: Arc::clone(&hub),
+            unwatched,
+            connect_timeout: cfg.connect_timeout(),
+            command_timeout: cfg.command_timeout(),
+        });
+        Ok(RedisHot {
+            core,
+            keys,
+            ttls,
+            events: events.clone(),
+            hub,
+            subscriber,
+        })
     }
 }
 
@@ -342,10 +383,11 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Every script, for loading them all up front.
-const SCRIPTS: [&[&str]; 4] = [
+const SCRIPTS: [&[&str]; 5] = [
     flows::SCRIPTS,
     documents::SCRIPTS,
     snapshots::SCRIPTS,
+    events::SCRIPTS,
     agent_cache::SCRIPTS,
 ];
 
@@ -412,6 +454,7 @@ impl HotTier for RedisHot {
             self.keys.document(DocKind::State, id, ""),
             self.keys.transitions(id),
             self.keys.events(id),
+            self.keys.events_meta(id),
             self.keys.hierarchy(id),
             self.keys.snapshot_list(id),
         ];

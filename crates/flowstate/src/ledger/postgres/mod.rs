@@ -8,6 +8,7 @@
 
 mod batch;
 mod documents;
+mod events;
 mod flows;
 mod journal;
 mod snapshots;

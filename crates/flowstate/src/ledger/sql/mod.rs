@@ -3,6 +3,7 @@
 //! placeholders, which SQLite accepts too.
 
 pub(super) mod documents;
+pub(super) mod events;
 pub(super) mod flows;
 pub(super) mod journal;
 pub(super) mod snapshots;

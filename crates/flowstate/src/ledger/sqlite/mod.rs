@@ -9,6 +9,7 @@
 //! (measured: half the bytes written, transitions 2x faster).
 
 mod documents;
+mod events;
 mod flows;
 mod journal;
 mod snapshots;

@@ -1,0 +1,242 @@
+//! The instance's one Redis subscription: a dedicated pub/sub connection listening to the
+//! channels of the flows that have subscribers here (SUBSCRIBE when the first local watcher of
+//! a flow arrives, UNSUBSCRIBE when the last leaves), feeding the local
+//! [`Hub`]. However many SSE connections watch a flow, Redis sends this instance each event
+//! once.
+//!
+//! Pub/sub delivers at most once: whatever is published while the connection is down is lost
+//! to it. So whenever the connection comes (back) up, every local watcher is told to
+//! [`Live::Resync`](crate::hot::Live::Resync): it reads the stream after the last event it
+//! delivered, and misses nothing. A ping every few seconds notices a Redis that hangs rather
+//! than closes the connection.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::Client;
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::hot::fanout::Hub;
+use crate::hot::keys::Keys;
+use crate::model::events::{Event, EventId};
+
+/// How often an idle subscription is pinged.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// First and longest wait between connection attempts.
+const FIRST_DELAY: Duration = Duration::from_millis(50);
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Asks the subscriber task to listen to a flow; answered once it does.
+struct Request {
+    flow_id: String,
+    done: oneshot::Sender<()>,
+}
+
+/// The handle the tier keeps; dropping it ends the task.
+pub(super) struct Subscriber {
+    requests: mpsc::UnboundedSender<Request>,
+    /// Flows whose channel the current connection listens to.
+    listening: Arc<Mutex<HashSet<String>>>,
+    timeout: Duration,
+}
+
+/// What the task needs to (re)connect and route messages.
+pub(super) struct Setup {
+    pub client: Client,
+    pub keys: Keys,
+    pub hub: Arc<Hub>,
+    /// Flows whose last local watcher left.
+    pub unwatched: mpsc::UnboundedReceiver<String>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    // A poisoned lock only means a panic between two set operations, each complete.
+    set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Subscriber {
+    /// Starts the subscriber task.
+    pub(super) fn start(setup: Setup) -> Subscriber {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let listening = Arc::new(Mutex::new(HashSet::new()));
+        let timeout = setup.command_timeout;
+        tokio::spawn(run(setup, rx, Arc::clone(&listening)));
+        Subscriber {
+            requests,
+            listening,
+            timeout,
+        }
+    }
+
+    /// Returns once the connection listens to the flow's channel, or at once if it is down
+    /// (the watcher is then told to resync when it is back).
+    pub(super) async fn subscribe(&self, flow_id: &str) {
+        if lock(&self.listening).contains(flow_id) {
+            return;
+        }
+        let (done, answered) = oneshot::channel();
+        let request = Request {
+            flow_id: flow_id.to_string(),
+            done,
+        };
+        if self.requests.send(request).is_ok() {
+            let _ = tokio::time::timeout(self.timeout, answered).await;
+        }
+    }
+}
+
+/// Connects, listens, and reconnects until the tier is dropped.
+async fn run(
+    mut setup: Setup,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    listening: Arc<Mutex<HashSet<String>>>,
+) {
+    let mut delay = FIRST_DELAY;
+    loop {
+        match listen(&mut setup, &mut requests, &listening).await {
+            Ended::Dropped => return,
+            Ended::Served => delay = FIRST_DELAY,
+            Ended::Failed => {}
+        }
+        lock(&listening).clear();
+        // Waiting watchers go on at once: they resync when the connection is back.
+        while let Ok(request) = requests.try_recv() {
+            drop(request.done);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            closed = wait_closed(&mut requests) => if closed { return },
+        }
+        delay = (delay * 2).min(MAX_DELAY);
+    }
+}
+
+/// Answers requests with "not now" while waiting; true once the tier is dropped.
+async fn wait_closed(requests: &mut mpsc::UnboundedReceiver<Request>) -> bool {
+    while let Some(request) = requests.recv().await {
+        drop(request.done);
+    }
+    true
+}
+
+enum Ended {
+    /// The tier was dropped.
+    Dropped,
+    /// A connection served, then failed.
+    Served,
+    /// No connection could be made.
+    Failed,
+}
+
+/// One connection's life.
+async fn listen(
+    setup: &mut Setup,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+    listening: &Mutex<HashSet<String>>,
+) -> Ended {
+    let Ok(Ok(pubsub)) =
+        tokio::time::timeout(setup.connect_timeout, setup.client.get_async_pubsub()).await
+    else {
+        return Ended::Failed;
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    let flows = setup.hub.flows();
+    if !flows.is_empty() {
+        let channels: Vec<String> = flows.iter().map(|f| setup.keys.events(f)).collect();
+        if !bounded(setup.command_timeout, sink.subscribe(&channels)).await {
+            return Ended::Failed;
+        }
+        lock(listening).extend(flows);
+    }
+    // Whatever was published before now did not reach this connection.
+    setup.hub.resync_all();
+    tracing::debug!("event subscription up");
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else { break };
+                match decode(&setup.keys, msg.get_channel_name(), msg.get_payload_bytes()) {
+                    Some(event) => setup.hub.deliver(event),
+                    None => tracing::warn!(channel = msg.get_channel_name(), "undecodable event message skipped"),
+                }
+            }
+            request = requests.recv() => {
+                let Some(request) = request else { return Ended::Dropped };
+                let listens = lock(listening).contains(&request.flow_id);
+                if !listens {
+                    let channel = setup.keys.events(&request.flow_id);
+                    if !bounded(setup.command_timeout, sink.subscribe(channel)).await {
+                        break;
+                    }
+                    lock(listening).insert(request.flow_id);
+                }
+                let _ = request.done.send(());
+            }
+            flow_id = setup.unwatched.recv() => {
+                let Some(flow_id) = flow_id else { return Ended::Dropped };
+                // Watched again since: keep listening.
+                if setup.hub.is_watched(&flow_id) {
+                    continue;
+                }
+                lock(listening).remove(&flow_id);
+                let channel = setup.keys.events(&flow_id);
+                if !bounded(setup.command_timeout, sink.unsubscribe(channel)).await {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if !bounded(setup.command_timeout, sink.ping::<::redis::Value>()).await {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::warn!("event subscription lost; reconnecting");
+    Ended::Served
+}
+
+/// Runs a pub/sub command within `timeout`; whether it succeeded.
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+) -> bool {
+    matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(_)))
+}
+
+/// An event from a message of `append_event.lua`: `<id>\n<type>\n<payload>`.
+fn decode(keys: &Keys, channel: &str, payload: &[u8]) -> Option<Event> {
+    let flow_id = keys.events_flow(channel)?;
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, '\n');
+    let id: EventId = parts.next()?.parse().ok()?;
+    let event_type = parts.next()?;
+    let payload = serde_json::from_str(parts.next()?).ok()?;
+    Some(Event::new(id, flow_id, event_type, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_what_the_script_publishes() {
+        let keys = Keys::new("p:");
+        let event = decode(
+            &keys,
+            &keys.events("f1"),
+            b"17-3\nSTATE_TRANSITION\n{\"a\":\"x\\ny\"}",
+        )
+        .unwrap();
+        assert_eq!(event.id, EventId { ms: 17, seq: 3 });
+        assert_eq!(event.flow_id, "f1");
+        assert_eq!(event.payload["a"], "x\ny");
+        assert!(decode(&keys, "other", b"17-3\nT\nnull").is_none());
+        assert!(decode(&keys, &keys.events("f1"), b"17-3\nT").is_none());
+    }
+}

@@ -7,6 +7,8 @@
 # Needs: redis-server, PostgreSQL on 127.0.0.1:5432 (scripts/test.sh sets both up), python3.
 # Output: target/bench/<timestamp>/{reference.txt,flowstate.txt}
 set -euo pipefail
+# Ten thousand SSE subscribers need as many descriptors in the server and in the load generator.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cd "$(dirname "$0")/.."
 SECONDS_PER_LEVEL="${1:-5}"
 CONC="${2:-1,16,64}"
@@ -63,6 +65,11 @@ run_config() { # name, env...
     "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
       --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
   done
+  if [ "${FANOUT:-}" = 1 ]; then
+    echo "-- fan-out: one flow's events to N SSE subscribers" | tee -a "$OUT/flowstate.txt"
+    "$BIN" bench-fanout --url "http://127.0.0.1:$HTTP_PORT" --subscribers 1000,10000 \
+      --events 50 --interval-ms 100 --server-pid "$SERVER_PID" | tee -a "$OUT/flowstate.txt"
+  fi
   if [ "${DEGRADED:-}" = 1 ]; then
     local pid; pid=$(cat "/tmp/flowstate-bench-redis-$PORT.pid")
     echo "-- degraded: redis hung (SIGSTOP)" | tee -a "$OUT/flowstate.txt"
@@ -94,9 +101,9 @@ run_config() { # name, env...
 }
 
 DB=$(mktemp -d)
-run_config embedded DATABASE_URL="sqlite://$DB/flowstate.db"
+FANOUT=1 run_config embedded DATABASE_URL="sqlite://$DB/flowstate.db"
 rm -rf "$DB"; DB=$(mktemp -d)
-DEGRADED=1 run_config redis+sqlite DATABASE_URL="sqlite://$DB/flowstate.db" REDIS_URL="redis://127.0.0.1:$PORT/0"
+FANOUT=1 DEGRADED=1 run_config redis+sqlite DATABASE_URL="sqlite://$DB/flowstate.db" REDIS_URL="redis://127.0.0.1:$PORT/0"
 rm -rf "$DB"
 psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_bench CASCADE' -c 'CREATE SCHEMA flowstate_bench'
 run_config redis+postgres \

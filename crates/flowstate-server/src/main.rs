@@ -1,4 +1,4 @@
-//! The `flowstate` command: `serve`, `migrate`, `health`, `flows`, `bench`.
+//! The `flowstate` command: `serve`, `migrate`, `health`, `flows`, `bench`, `bench-fanout`.
 
 use clap::{Parser, Subcommand};
 use flowstate::{Config, Flowstate};
@@ -42,6 +42,9 @@ enum Command {
     },
     /// Load-test a running server.
     Bench(bench::BenchArgs),
+    /// Fan one flow's events out to many SSE subscribers of a running server: delivery delay
+    /// and server memory per connection.
+    BenchFanout(bench::fanout::FanoutArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,7 +59,9 @@ fn main() -> anyhow::Result<()> {
         // The load generator shares the machine with the server it measures: one thread
         // drives hundreds of connections and leaves the other cores to the server.
         Command::Bench(args) if !args.in_process => tokio::runtime::Builder::new_current_thread(),
-        Command::Health(_) | Command::Flows { .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Health(_) | Command::Flows { .. } | Command::BenchFanout(_) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
         Command::Serve { .. } | Command::Migrate | Command::Bench(_) => {
             let loaded = Config::load()?;
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -97,6 +102,7 @@ async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
         Command::Bench(args) => {
             bench::run(&args).await?;
         }
+        Command::BenchFanout(args) => bench::fanout::run(&args).await?,
     }
     Ok(())
 }

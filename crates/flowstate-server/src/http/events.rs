@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flowstate::model::events::{Event, EventId, NewEvent, SseConnection};
@@ -42,6 +43,46 @@ struct StreamQuery {
     last_event_id: Option<String>,
 }
 
+/// The id to resume after, as browsers' `EventSource` sends it on a reconnect.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+struct LastEventIdHeader {
+    /// The last event id received (`<ms>-<seq>`).
+    #[param(rename = "Last-Event-ID", pattern = r"^[0-9]{1,20}(-[0-9]{1,20})?$")]
+    last_event_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LastEventIdHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let last_event_id = match parts.headers.get("last-event-id") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| {
+                        flowstate::Error::InvalidInput("Last-Event-ID is not visible ASCII".into())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        Ok(LastEventIdHeader { last_event_id })
+    }
+}
+
+/// One server-sent event of the stream, as a client parses it.
+#[derive(ToSchema)]
+struct SseEvent {
+    /// The event's id (`<ms>-<seq>`); absent on `reset`.
+    id: Option<String>,
+    /// The event's type (`FLOW_REGISTERED`, `STATE_TRANSITION`, ..., or `reset`).
+    event: String,
+    /// The event as JSON (an `Event`); for `reset`, `{"flow_id", "epoch"}`.
+    data: String,
+}
+
 /// Stream a flow's events (`text/event-stream`). Without `Last-Event-ID` the stream starts
 /// with the next event; with it, it first sends every event after that id, then live ones:
 /// no duplicate, no gap, in order. If that history is gone (trimmed, expired, Redis restarted
@@ -49,30 +90,18 @@ struct StreamQuery {
 /// still kept: reload the flow's state. A heartbeat comment comes every `events.heartbeat_s`;
 /// the stream ends after `FLOW_DELETED`.
 #[utoipa::path(get, path = "/v1/flows/{flow_id}/events", tag = "events",
-    params(FlowIdParam, StreamQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "The last event id received (`<ms>-<seq>`)")),
+    params(FlowIdParam, StreamQuery, LastEventIdHeader),
     responses(
-        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String,
+        (status = 200, description = "The event stream: one `SseEvent` per event", content_type = "text/event-stream", body = SseEvent,
             headers(("X-Flowstate-Connection" = String, description = "This connection's id in the registry"))),
     ))]
 async fn stream(
     State(fs): State<Flowstate>,
     ApiPath(FlowIdParam { flow_id }): ApiPath<FlowIdParam>,
     ApiQuery(q): ApiQuery<StreamQuery>,
-    headers: HeaderMap,
+    header: LastEventIdHeader,
 ) -> Result<Response, ApiError> {
-    let after = match headers.get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    flowstate::Error::InvalidInput("Last-Event-ID is not visible ASCII".into())
-                })?
-                .trim()
-                .to_string(),
-        ),
-        None => q.last_event_id,
-    };
+    let after = header.last_event_id.or(q.last_event_id);
     let after: Option<EventId> = after.map(|a| a.parse()).transpose()?;
     let sub = fs.subscribe(&flow_id, after).await?;
     let connection = HeaderValue::from_str(sub.connection_id())
@@ -122,20 +151,43 @@ fn frames(
     first.chain(rest)
 }
 
+impl SseEvent {
+    /// The event's frame. Ids, types (id rules) and compact JSON hold no line breaks.
+    fn frame(&self) -> Bytes {
+        let mut out = String::with_capacity(self.data.len() + 64);
+        if let Some(id) = &self.id {
+            out.push_str("id: ");
+            out.push_str(id);
+            out.push('\n');
+        }
+        out.push_str("event: ");
+        out.push_str(&self.event);
+        out.push_str("\ndata: ");
+        out.push_str(&self.data);
+        out.push_str("\n\n");
+        Bytes::from(out)
+    }
+}
+
 /// An event's SSE frame.
 fn render(event: &Event) -> Bytes {
-    // Serialising a JSON value cannot fail; ids and types hold no line breaks (id rules).
-    let data = serde_json::to_string(event).unwrap_or_default();
-    Bytes::from(format!(
-        "id: {}\nevent: {}\ndata: {data}\n\n",
-        event.id, event.event_type
-    ))
+    SseEvent {
+        id: Some(event.id.to_string()),
+        event: event.event_type.clone(),
+        // Serialising an event (plain strings and a JSON value) cannot fail.
+        data: serde_json::to_string(event).unwrap_or_default(),
+    }
+    .frame()
 }
 
 /// A reset's SSE frame: no `id:`, so the client's last id stays until the next event.
 fn reset_frame(flow_id: &str, epoch: &str) -> Bytes {
-    let data = serde_json::json!({"flow_id": flow_id, "epoch": epoch});
-    Bytes::from(format!("event: reset\ndata: {data}\n\n"))
+    SseEvent {
+        id: None,
+        event: "reset".into(),
+        data: serde_json::json!({"flow_id": flow_id, "epoch": epoch}).to_string(),
+    }
+    .frame()
 }
 
 /// The id a posted event got.

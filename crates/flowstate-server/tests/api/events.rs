@@ -487,6 +487,7 @@ async fn app_on(redis_url: String) -> TestApp {
         c.redis.command_timeout_ms = 200;
         c.redis.connect_timeout_ms = 200;
         c.redis.reconnect_max_delay_ms = 200;
+        c.events.heartbeat_s = 1;
     })
     .await
 }
@@ -539,6 +540,16 @@ async fn reset_after_redis_restarts_empty() {
         seen.push(frame.event.clone());
     }
     assert_eq!(seen, ["reset", "TICK"], "{seen:?}");
+
+    // The heartbeat registers the open connection again in the emptied Redis.
+    let listed = app.get("/v1/flows/e/connections").await.body;
+    let ids: Vec<&str> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["connection_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&connected.connection_id.as_str()), "{listed}");
 }
 
 /// Redis unreachable (its data kept): events posted meanwhile go to the outbox and reach the
@@ -681,6 +692,13 @@ async fn bad_input(backend: Backend) {
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.body["error"]["code"], "invalid_id");
+    for reserved in ["FLOW_DELETED", "STATE_TRANSITION", "reset"] {
+        let a = app
+            .post("/v1/flows/b/events", json!({"event_type": reserved}))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{reserved}");
+        assert_eq!(a.body["error"]["code"], "invalid_input");
+    }
     // Nothing of it was published.
     let mut sse = Sse::open(&app, "b", Some("0")).await;
     assert_eq!(sse.next().await.event, "reset");

@@ -24,6 +24,17 @@ pub const FLOW_FORKED: &str = "FLOW_FORKED";
 /// Published when a flow is deleted; its SSE streams end after it.
 pub const FLOW_DELETED: &str = "FLOW_DELETED";
 
+/// Event types only flowstate publishes (and `reset`, the SSE frame of lost history): a
+/// custom event cannot take them, or it could end streams or fake a write.
+pub const RESERVED_TYPES: [&str; 6] = [
+    FLOW_REGISTERED,
+    STATE_TRANSITION,
+    STATE_RESTORED,
+    FLOW_FORKED,
+    FLOW_DELETED,
+    "reset",
+];
+
 /// An event's id: milliseconds since the Unix epoch and a sequence number within that
 /// millisecond, written `<ms>-<seq>` (a Redis stream id). Ids of one flow's events strictly
 /// increase in publication order.
@@ -161,6 +172,7 @@ impl Event {
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
     /// What happened; the id rules apply (letters, digits, `_-.:`, at most 128 characters).
+    #[schema(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
     pub event_type: String,
     /// Details; any JSON value (`null` when absent).
     #[serde(default)]

@@ -90,10 +90,11 @@ impl Flowstate {
     pub async fn connections(&self, flow_id: &str) -> Result<Vec<SseConnection>> {
         ids::validate("flow_id", flow_id)?;
         self.get_flow(flow_id).await?;
-        if let Some(listed) = self
+        if let Some(mut listed) = self
             .hot_read("connections.list", self.hot().connections(flow_id))
             .await
         {
+            listed.sort_by_key(|c| c.connected_at);
             return Ok(listed);
         }
         let mut local: Vec<SseConnection> = self

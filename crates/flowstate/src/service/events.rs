@@ -22,7 +22,7 @@ use super::Flowstate;
 use super::connections::Registration;
 use crate::error::{Error, Result};
 use crate::hot::{Live, LiveEvent, Posted, Watch};
-use crate::model::events::{Event, EventId, FLOW_DELETED, History, NewEvent};
+use crate::model::events::{Event, EventId, FLOW_DELETED, History, NewEvent, RESERVED_TYPES};
 use crate::model::ids;
 
 /// How long a subscription that cannot read the stream (Redis down) waits before trying again
@@ -98,6 +98,12 @@ impl Flowstate {
     pub async fn post_event(&self, flow_id: &str, new: NewEvent) -> Result<EventId> {
         ids::validate("flow_id", flow_id)?;
         ids::validate("event_type", &new.event_type)?;
+        if RESERVED_TYPES.contains(&new.event_type.as_str()) {
+            return Err(Error::InvalidInput(format!(
+                "event_type {} is reserved for the events flowstate publishes itself",
+                new.event_type
+            )));
+        }
         let payload = serde_json::to_string(&new.payload)
             .map_err(|e| Error::InvalidInput(format!("payload: {e}")))?;
         let size = payload.len() + new.event_type.len();

@@ -19,34 +19,34 @@ impl RedisHot {
         i64::try_from(now_ms).unwrap_or(i64::MAX) + self.ttls.config().sse_connection as i64 * 1000
     }
 
+    /// Adds the (re)registration of `conn` to `pipe`. The value is written each time, not
+    /// just given a new TTL: after Redis restarted empty a refresh brings it back.
     fn push_registration(
         &self,
         pipe: &mut ::redis::Pipeline,
         conn: &SseConnection,
-        value: Option<String>,
-    ) {
-        let ttl = self.ttls.config().sse_connection as i64;
+    ) -> HotResult<()> {
+        let ttl = self.ttls.config().sse_connection;
         let key = self.keys.sse_connection(&conn.connection_id);
-        match value {
-            Some(value) => pipe.set_ex(&key, value, ttl as u64).ignore(),
-            None => pipe.expire(&key, ttl).ignore(),
-        };
+        let value = serde_json::to_string(conn).map_err(|e| HotError::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        pipe.set_ex(&key, value, ttl).ignore();
+        let ttl = ttl as i64;
         let listing = self.keys.sse_flow_connections(&conn.flow_id);
         pipe.zadd(&listing, &conn.connection_id, self.lapses_at())
             .ignore();
         pipe.expire(&listing, ttl).ignore();
+        Ok(())
     }
 }
 
 #[async_trait]
 impl ConnectionHot for RedisHot {
     async fn add_connection(&self, conn: &SseConnection) -> HotResult<()> {
-        let value = serde_json::to_string(conn).map_err(|e| HotError::Corrupt {
-            key: self.keys.sse_connection(&conn.connection_id),
-            reason: e.to_string(),
-        })?;
         let mut pipe = ::redis::pipe();
-        self.push_registration(&mut pipe, conn, Some(value));
+        self.push_registration(&mut pipe, conn)?;
         self.core.read_pipeline(&pipe, &[]).await
     }
 
@@ -54,7 +54,7 @@ impl ConnectionHot for RedisHot {
         for chunk in conns.chunks(REFRESH_CHUNK) {
             let mut pipe = ::redis::pipe();
             for conn in chunk {
-                self.push_registration(&mut pipe, conn, None);
+                self.push_registration(&mut pipe, conn)?;
             }
             self.core.read_pipeline::<()>(&pipe, &[]).await?;
         }

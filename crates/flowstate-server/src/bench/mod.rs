@@ -8,6 +8,8 @@
 //! the same concurrency against the same Redis. That driver calls its Python functions in
 //! process, so `--in-process` is the like-for-like figure; HTTP adds the server's cost on top.
 
+pub mod fanout;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

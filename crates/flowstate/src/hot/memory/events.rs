@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use super::{Entry, MemoryHot};
 use crate::hot::fanout::Watch;
-use crate::hot::{EventHot, HotResult, Posted};
-use crate::model::events::{Event, EventId, History, needs_reset};
+use crate::hot::{EventHot, HotResult, Posted, TOMBSTONE_TTL};
+use crate::model::events::{Event, EventId, FLOW_DELETED, History, needs_reset};
 
 /// Appends between two sweeps of expired streams.
 const SWEEP_EVERY: u64 = 4096;
@@ -190,6 +190,10 @@ impl MemoryHot {
             .iter()
             .map(|event| {
                 let stored = self.streams.append(event);
+                if event.event_type == FLOW_DELETED {
+                    // As on Redis: the stream outlives the flow as long as its tombstone.
+                    self.streams.expire_in(&event.flow_id, TOMBSTONE_TTL);
+                }
                 let id = stored.id;
                 self.hub.deliver(stored);
                 id

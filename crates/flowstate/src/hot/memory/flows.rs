@@ -70,11 +70,8 @@ impl FlowHot for MemoryHot {
                 }
             });
         }
-        // The event streams stay a little, for subscribers to learn of the delete.
+        // FLOW_DELETED keeps the event streams as long as the tombstones.
         self.publish(events);
-        for deleted in flows {
-            self.streams.expire_in(&deleted.flow.flow_id, TOMBSTONE_TTL);
-        }
         Ok(())
     }
 

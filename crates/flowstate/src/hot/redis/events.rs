@@ -15,8 +15,8 @@ use async_trait::async_trait;
 
 use super::RedisHot;
 use crate::hot::fanout::Watch;
-use crate::hot::{EventHot, HotError, HotResult, Posted};
-use crate::model::events::{Event, EventId, History};
+use crate::hot::{EventHot, HotError, HotResult, Posted, TOMBSTONE_TTL};
+use crate::model::events::{Event, EventId, FLOW_DELETED, History};
 
 /// `scripts/append_event.lua`.
 pub(super) const APPEND_EVENT_SRC: &str = include_str!("scripts/append_event.lua");
@@ -66,6 +66,12 @@ impl RedisHot {
             .arg(epoch_candidate())
             .arg(&stream)
             .arg(if check_flow { "1" } else { "0" });
+        if event.event_type == FLOW_DELETED {
+            // A deleted flow's stream outlives it only as long as its tombstone, replayed or not.
+            for key in [stream, self.keys.events_meta(&event.flow_id)] {
+                pipe.expire(key, TOMBSTONE_TTL.as_secs() as i64).ignore();
+            }
+        }
         Ok(())
     }
 

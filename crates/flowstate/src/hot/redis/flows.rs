@@ -186,14 +186,9 @@ impl FlowHot for RedisHot {
             dirty.extend(gone);
             dirty.push(key);
         }
-        // The event streams stay a little, for subscribers to learn of the delete.
+        // FLOW_DELETED keeps the event streams a little (as long as the tombstones), for
+        // subscribers to learn of the delete.
         self.push_events(&mut pipe, events)?;
-        for deleted in flows {
-            let id = &deleted.flow.flow_id;
-            for key in [self.keys.events(id), self.keys.events_meta(id)] {
-                pipe.expire(key, TOMBSTONE_TTL.as_secs() as i64).ignore();
-            }
-        }
         self.core
             .write(&pipe, &[REMOVE_FLOW_SRC, APPEND_EVENT_SRC], dirty)
             .await

@@ -41,7 +41,7 @@ if [ -f "$REF/seed_baseline.py" ]; then
   /tmp/flowstate-seedbench/.venv/bin/pip install -q redis
   /tmp/flowstate-seedbench/.venv/bin/python /tmp/flowstate-seedbench/seed_baseline.py \
     --port "$PORT" --conc "$CONC" --seconds 3 \
-    --ops register_flow_child,transition_state,save_phase_state,get_cached_result,get_cached_result_70,cache_agent_result 2>&1 | tee "$OUT/reference.txt"
+    --ops register_flow_child,transition_state,save_phase_state,get_cached_result,get_cached_result_70,cache_agent_result,acquire_flow_lock 2>&1 | tee "$OUT/reference.txt"
   cp "/tmp/flowstate-bench-redis-$PORT.pid" "/tmp/flowstate-seedbench/redis-$PORT.pid"
   (cd /tmp/flowstate-seedbench && ./bench_limits.sh "$PORT") 2>/dev/null | tail -n 20 > "$OUT/redis-benchmark.txt" || true
 else
@@ -61,7 +61,7 @@ run_config() { # name, env...
   until curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null; do sleep 0.1; done
   local redis_arg=()
   [[ " $* " == *" REDIS_URL="* ]] && redis_arg=(--redis-url "redis://127.0.0.1:$PORT/0")
-  for scenario in register transition get-flow phase-save phase-get state-get cache-hit cache-mix cache-set; do
+  for scenario in register transition get-flow phase-save phase-get state-get cache-hit cache-mix cache-set lock; do
     "$BIN" bench --url "http://127.0.0.1:$HTTP_PORT" --scenario "$scenario" \
       --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
   done
@@ -94,7 +94,7 @@ run_config() { # name, env...
   # beside the reference's driver, which calls its Python functions directly.
   echo "-- in process (library, no HTTP)" | tee -a "$OUT/flowstate.txt"
   redis-cli -p "$PORT" flushall >/dev/null
-  for scenario in register transition phase-save get-flow state-get cache-hit cache-mix cache-set; do
+  for scenario in register transition phase-save get-flow state-get cache-hit cache-mix cache-set lock; do
     env "$@" RUST_LOG=warn "$BIN" bench --in-process --scenario "$scenario" \
       --concurrency "$CONC" --seconds "$SECONDS_PER_LEVEL" "${redis_arg[@]}" | tee -a "$OUT/flowstate.txt"
   done

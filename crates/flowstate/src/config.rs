@@ -42,6 +42,34 @@ pub struct Config {
     pub agent_cache: AgentCacheConfig,
     /// Flow events and their SSE streams.
     pub events: EventsConfig,
+    /// Distributed locks.
+    pub locks: LocksConfig,
+}
+
+/// Distributed lock settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocksConfig {
+    /// Longest `ttl_ms` a lock may be granted or refreshed for (`FLOWSTATE_LOCKS__MAX_TTL_MS`).
+    /// Also how long nothing is granted after Redis lost its locks (restarted, failed over):
+    /// locks it granted may live that long.
+    pub max_ttl_ms: u64,
+    /// Longest `wait_ms` a request may wait for a held lock (`FLOWSTATE_LOCKS__MAX_WAIT_MS`).
+    pub max_wait_ms: u64,
+    /// Longest a waiter sleeps before asking again when no release wakes it: covers releases
+    /// it cannot hear of (another process on SQLite, a lost message)
+    /// (`FLOWSTATE_LOCKS__POLL_MAX_MS`).
+    pub poll_max_ms: u64,
+}
+
+impl Default for LocksConfig {
+    fn default() -> Self {
+        LocksConfig {
+            max_ttl_ms: 300_000,
+            max_wait_ms: 30_000,
+            poll_max_ms: 250,
+        }
+    }
 }
 
 /// Flow event settings.
@@ -116,6 +144,7 @@ impl Default for Config {
             ttl: TtlConfig::default(),
             agent_cache: AgentCacheConfig::default(),
             events: EventsConfig::default(),
+            locks: LocksConfig::default(),
         }
     }
 }
@@ -436,6 +465,13 @@ impl Config {
             return bad(format!(
                 "events.heartbeat_s (FLOWSTATE_EVENTS__HEARTBEAT_S) must be at least 1 and below ttl.sse_connection ({}), got {}: each heartbeat refreshes the connection registry",
                 self.ttl.sse_connection, ev.heartbeat_s
+            ));
+        }
+        let locks = &self.locks;
+        if locks.max_ttl_ms == 0 || locks.poll_max_ms == 0 || locks.poll_max_ms > 60_000 {
+            return bad(format!(
+                "locks: max_ttl_ms must be at least 1 and poll_max_ms within 1..=60000 (got {}, {})",
+                locks.max_ttl_ms, locks.poll_max_ms
             ));
         }
         if self.redis.max_connections == 0 {

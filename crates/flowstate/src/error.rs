@@ -48,6 +48,17 @@ pub enum Error {
     /// An input is larger than its configured limit (an event over `events.max_event_bytes`).
     #[error("{0}")]
     TooLarge(String),
+    /// The lock is held by someone else (after waiting, if asked to).
+    #[error("lock {name} is held")]
+    LockHeld {
+        /// The lock.
+        name: String,
+        /// When asking again may succeed.
+        retry_after: Duration,
+    },
+    /// The token does not hold the lock (wrong token, expired, released).
+    #[error("lock {0} is not held under this token (wrong token, expired or released)")]
+    LockNotHeld(String),
     /// A snapshot with this id already exists for the flow.
     #[error("snapshot {0} already exists")]
     SnapshotExists(String),
@@ -107,6 +118,8 @@ impl Error {
             Error::SnapshotExists(_) => "snapshot_exists",
             Error::StaleLease => "stale_lease",
             Error::TooLarge(_) => "payload_too_large",
+            Error::LockHeld { .. } => "lock_held",
+            Error::LockNotHeld(_) => "lock_not_held",
             Error::FlowExists(_) => "flow_exists",
             Error::HasChildren(_) => "flow_has_children",
             Error::StaleTransition { .. } => "stale_transition",

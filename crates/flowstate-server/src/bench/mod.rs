@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use flowstate::model::agent_cache::{CacheLookup, CachePut};
+use flowstate::model::locks::{LockRequest, ReleaseRequest};
 use flowstate::{Config, Flowstate, NewFlow, TransitionRequest};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -50,6 +51,10 @@ pub enum Scenario {
     /// `PUT /v1/agent-cache/{agent}`: store a result, like the reference's
     /// `cache_agent_result`.
     CacheSet,
+    /// `POST /v1/locks/{name}` then `DELETE /v1/locks/{name}`: acquire and release an
+    /// uncontended lock (each worker its own name); the reference's `acquire_flow_lock` is a
+    /// bare `SET NX EX` with no release.
+    Lock,
 }
 
 /// The reference bench's agents and context.
@@ -136,6 +141,9 @@ pub struct BenchResult {
 
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The lock scenario's TTL, the reference's `LOCK_TTL` (30 s).
+const LOCK_TTL_MS: u64 = 30_000;
 
 const FLOW_META: &str = r#"{"source":"api","priority":"normal","tags":["agent","bench"],"description":"benchmark flow registered by flowstate bench"}"#;
 
@@ -241,6 +249,7 @@ enum Call {
         agent: &'static str,
         input: Value,
     },
+    Lock,
 }
 
 struct Worker {
@@ -391,6 +400,7 @@ impl Worker {
                     input: agent_input(&self.flow_id, i),
                 }
             }
+            Scenario::Lock => Call::Lock,
         }
     }
 
@@ -450,6 +460,15 @@ impl Worker {
                         };
                         drop(service.cache_put(agent, put).await?);
                     }
+                    Call::Lock => {
+                        let req = LockRequest {
+                            ttl_ms: LOCK_TTL_MS,
+                            wait_ms: None,
+                        };
+                        let grant = service.acquire_lock(flow, req).await?;
+                        let release = ReleaseRequest { token: grant.token };
+                        service.release_lock(flow, release).await?;
+                    }
                 }
                 return Ok(());
             }
@@ -499,41 +518,23 @@ impl Worker {
                 )
                 .into(),
             ),
-        };
-        if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            *conn = Some(connect(authority).await?);
-        }
-        let Some(sender) = conn.as_mut() else {
-            bail!("no connection");
-        };
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, authority);
-        if !body.is_empty() {
-            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let exchange = async {
-            sender.ready().await?;
-            let resp = sender.send_request(request.body(Full::new(body))?).await?;
-            let status = resp.status();
-            resp.into_body().collect().await?;
-            anyhow::Ok(status)
-        };
-        // A server that stops answering must not hang the level past its deadline.
-        let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {REQUEST_TIMEOUT:?}")));
-        match result {
-            Ok(status) if status.is_success() => Ok(()),
-            Ok(status) => bail!("HTTP {status}"),
-            Err(e) => {
-                *conn = None;
-                Err(e)
+            Call::Lock => {
+                let path = format!("/v1/locks/{flow}");
+                let body = format!(r#"{{"ttl_ms":{LOCK_TTL_MS}}}"#);
+                let grant = exchange(conn, authority, Method::POST, &path, body.into()).await?;
+                let token = serde_json::from_slice::<Value>(&grant)?["token"]
+                    .as_str()
+                    .context("no token in the grant")?
+                    .to_string();
+                let body = json!({ "token": token }).to_string();
+                exchange(conn, authority, Method::DELETE, &path, body.into()).await?;
+                return Ok(());
             }
-        }
+        };
+        exchange(conn, authority, method, &path, body)
+            .await
+            .map(drop)
     }
-
     /// After an error, a transition worker no longer knows its flow's status: ask.
     async fn resync(&mut self) {
         if self.scenario == Scenario::Transition {
@@ -757,4 +758,47 @@ async fn commandstats(
         out.insert(name.to_string(), calls);
     }
     Ok(Some(out))
+}
+
+/// One request on a worker's keep-alive connection (reconnecting if it closed); the body of a
+/// 2xx answer.
+async fn exchange(
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    authority: &str,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<Bytes> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Some(connect(authority).await?);
+    }
+    let Some(sender) = conn.as_mut() else {
+        bail!("no connection");
+    };
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, authority);
+    if !body.is_empty() {
+        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let exchange = async {
+        sender.ready().await?;
+        let resp = sender.send_request(request.body(Full::new(body))?).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    };
+    // A server that stops answering must not hang the level past its deadline.
+    let result = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {REQUEST_TIMEOUT:?}")));
+    match result {
+        Ok((status, body)) if status.is_success() => Ok(body),
+        Ok((status, _)) => bail!("HTTP {status}"),
+        Err(e) => {
+            *conn = None;
+            Err(e)
+        }
+    }
 }

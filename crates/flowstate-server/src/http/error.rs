@@ -57,7 +57,9 @@ impl From<flowstate::Error> for ApiError {
             | E::HasChildren(_)
             | E::StaleTransition { .. }
             | E::SnapshotExists(_)
-            | E::StaleLease => StatusCode::CONFLICT,
+            | E::StaleLease
+            | E::LockHeld { .. }
+            | E::LockNotHeld(_) => StatusCode::CONFLICT,
             E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             E::LedgerUnavailable { .. } | E::HotTierUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -77,6 +79,9 @@ impl From<flowstate::Error> for ApiError {
             E::HotTierUnavailable(_) => {
                 tracing::warn!(message = %api.message, "hot tier unavailable");
                 api.retry_after = Some(1);
+            }
+            E::LockHeld { retry_after, .. } => {
+                api.retry_after = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
             }
             _ => {}
         }

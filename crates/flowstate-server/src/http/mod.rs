@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod flows;
 mod health;
+mod locks;
 mod snapshots;
 mod transitions;
 
@@ -71,6 +72,7 @@ fn api() -> OpenApiRouter<Flowstate> {
         .merge(documents::routes())
         .merge(snapshots::routes())
         .merge(events::routes())
+        .merge(locks::routes())
         .merge(agent_cache::routes())
         .merge(health::routes())
         .routes(routes!(render_metrics))
@@ -119,6 +121,7 @@ pub fn router(service: Flowstate) -> Router {
         (name = "documents", description = "A flow's state, phase states and per-flow agent results"),
         (name = "snapshots", description = "Snapshots with lineage, restore and fork"),
         (name = "events", description = "Live flow events over SSE, custom events, open connections"),
+        (name = "locks", description = "Distributed locks with owner and fencing tokens"),
         (name = "agent-cache", description = "The agent result cache"),
         (name = "health", description = "Health, readiness, the fallback log"),
         (name = "operations", description = "Metrics and this document"),

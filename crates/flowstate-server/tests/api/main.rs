@@ -16,6 +16,7 @@ mod events;
 mod flows;
 mod hot_guards;
 mod ledger_down;
+mod locks;
 mod memory;
 mod openapi;
 mod redis_layout;

@@ -161,3 +161,42 @@ async fn events_cost_one_round_trip() {
     assert_eq!(rtt, 1, "restore: {cmds:?}");
     assert_eq!(cmds.get("publish"), Some(&1), "{cmds:?}");
 }
+
+/// A lock's acquire and release are one round trip each (once the lock authority is read).
+#[tokio::test]
+async fn locks_cost_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(Backend::RedisSqlite, |c| c.redis.url = Some(url)).await;
+    let warm = app.post("/v1/locks/warm", json!({"ttl_ms": 1000})).await;
+    assert_eq!(warm.status, 200);
+
+    let mut token = String::new();
+    let (rtt, cmds) = measure(&app, async {
+        let a = app.post("/v1/locks/l", json!({"ttl_ms": 30000})).await;
+        assert_eq!(a.status, 200);
+        token = a.body["token"].as_str().unwrap().to_string();
+    })
+    .await;
+    assert_eq!(rtt, 1, "acquire: {cmds:?}");
+    assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
+    assert_eq!(
+        cmds.get("set"),
+        Some(&2),
+        "the lock and its fencing token: {cmds:?}"
+    );
+
+    let (rtt, cmds) = measure(&app, async {
+        let a = app
+            .send(
+                app.http
+                    .delete(app.url("/v1/locks/l"))
+                    .json(&json!({"token": token})),
+            )
+            .await;
+        assert_eq!(a.status, 204);
+    })
+    .await;
+    assert_eq!(rtt, 1, "release: {cmds:?}");
+    assert_eq!(cmds.get("publish"), Some(&1), "waiters are woken: {cmds:?}");
+}

@@ -6,12 +6,15 @@
 //! ([`LiveEvent::frame`]), however many connections watch. A subscriber that falls behind the
 //! channel's capacity, or that may have missed events while the Redis subscription was down,
 //! is told to [`Live::Resync`] from the stream instead of silently skipping events.
+//!
+//! Lock waiters use the same pattern ([`LockHub`]): one wake-up per release, shared by every
+//! waiter of that lock here.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::model::events::Event;
 
@@ -174,6 +177,103 @@ impl Drop for Watch {
     }
 }
 
+/// The local waiters of every lock, woken when it is released.
+pub(crate) struct LockHub {
+    locks: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    /// Told the name when its last local waiter leaves (Redis: to unsubscribe).
+    unwatched: Option<Unwatched>,
+}
+
+impl LockHub {
+    /// An empty hub.
+    pub(crate) fn new(unwatched: Option<Unwatched>) -> Arc<LockHub> {
+        Arc::new(LockHub {
+            locks: Mutex::new(HashMap::new()),
+            unwatched,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Notify>, usize)>> {
+        // A poisoned lock only means a panic between two map operations, each complete.
+        self.locks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts waiting for a lock; `true` when nobody here waited for it yet.
+    pub(crate) fn watch(self: &Arc<Self>, name: &str) -> (LockWatch, bool) {
+        let mut locks = self.lock();
+        let first = !locks.contains_key(name);
+        let entry = locks
+            .entry(name.to_string())
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        let watch = LockWatch {
+            notify: Arc::clone(&entry.0),
+            hub: Arc::clone(self),
+            name: name.to_string(),
+        };
+        (watch, first)
+    }
+
+    fn unwatch(&self, name: &str) {
+        let mut locks = self.lock();
+        let Some(entry) = locks.get_mut(name) else {
+            return;
+        };
+        entry.1 -= 1;
+        if entry.1 == 0 {
+            locks.remove(name);
+            if let Some(unwatched) = &self.unwatched {
+                let _ = unwatched.send(name.to_string());
+            }
+        }
+    }
+
+    /// Wakes the lock's waiters here.
+    pub(crate) fn wake(&self, name: &str) {
+        if let Some((notify, _)) = self.lock().get(name) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiter (releases may have been missed).
+    pub(crate) fn wake_all(&self) {
+        for (notify, _) in self.lock().values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Whether anyone here waits for the lock.
+    pub(crate) fn is_watched(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// The locks waited for here.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
+
+/// One waiter's wake-ups for a lock; leaving is dropping it.
+pub struct LockWatch {
+    notify: Arc<Notify>,
+    hub: Arc<LockHub>,
+    name: String,
+}
+
+impl LockWatch {
+    /// A future that completes at the next release of the lock (or a wake-all). Create it
+    /// before asking for the lock, so that a release in between is not missed.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for LockWatch {
+    fn drop(&mut self) {
+        self.hub.unwatch(&self.name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -206,6 +306,28 @@ mod tests {
         drop(b);
         assert_eq!(rx.try_recv().unwrap(), "f");
         assert!(!hub.is_watched("f"));
+    }
+
+    #[tokio::test]
+    async fn lock_waiters_are_woken_by_a_release_and_the_last_unsubscribes() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let hub = LockHub::new(Some(tx));
+        let (a, first) = hub.watch("l");
+        assert!(first);
+        let (b, _) = hub.watch("l");
+        let (wa, wb) = (a.notified(), b.notified());
+        hub.wake("other");
+        hub.wake("l");
+        tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            wa.await;
+            wb.await
+        })
+        .await
+        .unwrap();
+        drop(a);
+        assert!(rx.try_recv().is_err());
+        drop(b);
+        assert_eq!(rx.try_recv().unwrap(), "l");
     }
 
     #[tokio::test]

@@ -143,6 +143,24 @@ impl Keys {
         format!("{}sse:connections:flow:{{{flow_id}}}", self.prefix)
     }
 
+    /// `orchestrator:locks:{<name>}`: a held lock (string: its owner token), expiring with
+    /// the lock; also the channel its release is published on.
+    pub fn lock(&self, name: &str) -> String {
+        format!("{}orchestrator:locks:{{{name}}}", self.prefix)
+    }
+
+    /// `orchestrator:locks:{<name>}:fence`: the last fencing token granted for the name.
+    pub fn lock_fence(&self, name: &str) -> String {
+        format!("{}orchestrator:locks:{{{name}}}:fence", self.prefix)
+    }
+
+    /// The lock name of a lock key ([`Keys::lock`]), i.e. of its release channel.
+    pub fn lock_name<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(self.prefix.as_str())?
+            .strip_prefix("orchestrator:locks:{")?
+            .strip_suffix('}')
+    }
+
     /// `flow:transitions:{<flow_id>}`: the transitions stream.
     pub fn transitions(&self, flow_id: &str) -> String {
         format!("{}flow:transitions:{{{flow_id}}}", self.prefix)
@@ -173,6 +191,9 @@ mod tests {
         assert_eq!(keys.registry(), "env1:orchestrator:flows");
         assert_eq!(keys.events_flow(&keys.events("a{b}")), Some("a{b}"));
         assert_eq!(keys.events_flow("env1:flow:transitions:{f}"), None);
+        assert_eq!(keys.lock_name(&keys.lock("l1")), Some("l1"));
+        assert_eq!(keys.lock_name(&keys.events("l1")), None);
+        assert_eq!(hash_tag(&keys.lock("l1")), hash_tag(&keys.lock_fence("l1")));
         assert_eq!(
             hash_tag(&keys.events("f1")),
             hash_tag(&keys.events_meta("f1"))

@@ -6,6 +6,9 @@
 //! - [`SnapshotHot`]: cached snapshots and each flow's snapshot list;
 //! - [`EventHot`]: each flow's event stream, its epochs, and live delivery to subscribers;
 //! - [`ConnectionHot`]: the registry of open SSE connections;
+//! - [`LockHot`]: distributed locks (Redis only: in memory the ledger's leases serve, so that
+//!   processes sharing one SQLite file exclude each other) and [`LockWaitHot`], how waiters
+//!   learn of releases;
 //! - [`AgentCacheHot`]: the agent result cache and its counters.
 //!
 //! [`HotTier`] is their sum plus what the service needs of the tier as a whole (health,
@@ -42,7 +45,7 @@ use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLo
 use crate::model::events::{Event, EventId, History, SseConnection};
 use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
-pub use self::fanout::{Live, LiveEvent, Watch};
+pub use self::fanout::{Live, LiveEvent, LockWatch, Watch};
 pub use self::memory::MemoryHot;
 pub use self::redis::RedisHot;
 
@@ -250,6 +253,70 @@ pub trait EventHot: Send + Sync + 'static {
     fn deliver_locally(&self, event: Event);
 }
 
+/// What a lock request got from Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// Granted with this fencing token.
+    Granted {
+        /// The grant's fencing token.
+        fence: u64,
+    },
+    /// Held by someone else for about this long (`None`: without expiry).
+    Held {
+        /// Milliseconds until the holder's lock lapses, if it does.
+        retry_in_ms: Option<u64>,
+    },
+    /// Redis is another process than the one the lock authority names (restarted, failed
+    /// over): nothing was done there; this is its `run_id`.
+    Untrusted {
+        /// The `run_id` of the Redis process that answered.
+        run_id: String,
+    },
+    /// A later generation of the lock authority granted this name: the caller's view of the
+    /// authority is stale.
+    Stale,
+}
+
+/// Locks on Redis (`orchestrator:locks:{name}`): grant, compare-and-extend, compare-and-
+/// delete, one round trip each, each checking that Redis is still the process the lock
+/// authority names.
+#[async_trait]
+pub trait LockHot: Send + Sync + 'static {
+    /// Grants `name` for `ttl_ms` under token `<fence>.<secret>` unless it is held.
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        run_id: &str,
+        generation: u64,
+        secret: &str,
+        ttl_ms: u64,
+    ) -> HotResult<LockAttempt>;
+
+    /// Extends `name` to `ttl_ms` from now if `token` holds it: `Granted` (with the token's
+    /// fence) or `Held { .. }` (not held under this token), or `Untrusted`.
+    async fn refresh_lock(
+        &self,
+        name: &str,
+        run_id: &str,
+        token: &str,
+        ttl_ms: u64,
+    ) -> HotResult<LockAttempt>;
+
+    /// Releases `name` if `token` holds it (and wakes its waiters everywhere); false if not.
+    async fn release_lock(&self, name: &str, token: &str) -> HotResult<bool>;
+}
+
+/// How a lock's waiters learn that it was released.
+#[async_trait]
+pub trait LockWaitHot: Send + Sync + 'static {
+    /// Starts listening for the lock's releases (Redis: on every instance). Returns once
+    /// listening, or at once when that cannot be (the waiter's bounded poll covers it).
+    async fn watch_lock(&self, name: &str) -> LockWatch;
+
+    /// Wakes this instance's waiters of the lock.
+    fn wake_lock(&self, name: &str);
+}
+
 /// The registry of open SSE connections (`sse:connections:*`), across instances.
 #[async_trait]
 pub trait ConnectionHot: Send + Sync + 'static {
@@ -316,8 +383,13 @@ pub trait AgentCacheHot: Send + Sync + 'static {
 /// The whole hot tier: every capability, plus what the service needs of the tier itself.
 #[async_trait]
 pub trait HotTier:
-    FlowHot + DocumentHot + SnapshotHot + EventHot + ConnectionHot + AgentCacheHot
+    FlowHot + DocumentHot + SnapshotHot + EventHot + ConnectionHot + LockWaitHot + AgentCacheHot
 {
+    /// The tier's locks, if it grants them itself (Redis); otherwise the ledger's leases serve.
+    fn locks(&self) -> Option<&dyn LockHot> {
+        None
+    }
+
     /// Backend name for health output (`memory`, `redis`).
     fn backend(&self) -> &'static str;
 

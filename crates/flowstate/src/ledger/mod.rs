@@ -5,7 +5,9 @@
 //! - [`SnapshotLedger`]: snapshots with lineage, restore and fork;
 //! - [`JournalLedger`]: what the service journals about the hot tier (fallback log,
 //!   invalidation journal);
-//! - [`EventLedger`]: the outbox of flow events published while the hot tier was unreachable.
+//! - [`EventLedger`]: the outbox of flow events published while the hot tier was unreachable;
+//! - [`LockLedger`]: the lock authority (who grants locks, the fencing generation) and the
+//!   leases the ledger grants itself when Redis does not.
 //!
 //! [`Ledger`] is their sum, which the service holds. The traits speak the domain, not SQL, so
 //! each backend uses its best statement per operation: PostgreSQL does a transition in one
@@ -30,6 +32,7 @@ use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::error::Result;
 use crate::model::events::Event;
+use crate::model::locks::{LeaseOutcome, LockAuthority, LockToken};
 use crate::model::{
     DeletedFlow, DocKind, Document, FallbackRecord, Flow, FlowFilter, Invalidation, Owner,
     Snapshot, TakenSnapshot, Transition,
@@ -181,10 +184,45 @@ pub trait EventLedger: Send + Sync + 'static {
     async fn clear_events(&self, seqs: &[i64]) -> Result<()>;
 }
 
+/// The lock authority and ledger leases.
+#[async_trait]
+pub trait LockLedger: Send + Sync + 'static {
+    /// The lock authority as it stands.
+    async fn lock_authority(&self) -> Result<LockAuthority>;
+
+    /// Hands lock granting to the Redis process `run_id` (or, with `None`, to the ledger's
+    /// leases) under a new generation, unless the authority changed since the caller saw
+    /// `seen_generation`; either way returns the authority as it then stands, and whether this
+    /// call moved it. Unless nobody has granted yet, nothing is granted for `quarantine_ms`:
+    /// the earlier grantor's locks may live that long.
+    async fn move_lock_authority(
+        &self,
+        seen_generation: u64,
+        run_id: Option<&str>,
+        quarantine_ms: u64,
+    ) -> Result<(LockAuthority, bool)>;
+
+    /// Grants `name` for `ttl_ms` under `secret` if the ledger grants locks now and the name
+    /// is free.
+    async fn acquire_lease(&self, name: &str, secret: &str, ttl_ms: u64) -> Result<LeaseOutcome>;
+
+    /// Extends `name` to `ttl_ms` from now if `token` holds it; its new expiry (ledger ms), or
+    /// `None` if not held.
+    async fn refresh_lease(
+        &self,
+        name: &str,
+        token: &LockToken,
+        ttl_ms: u64,
+    ) -> Result<Option<i64>>;
+
+    /// Releases `name` if `token` holds it; false if not.
+    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<bool>;
+}
+
 /// The whole system of record: every capability, plus health.
 #[async_trait]
 pub trait Ledger:
-    FlowLedger + DocumentLedger + SnapshotLedger + JournalLedger + EventLedger
+    FlowLedger + DocumentLedger + SnapshotLedger + JournalLedger + EventLedger + LockLedger
 {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

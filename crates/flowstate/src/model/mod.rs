@@ -12,6 +12,7 @@ pub mod events;
 pub mod flows;
 pub mod ids;
 pub mod journal;
+pub mod locks;
 pub mod snapshots;
 pub mod transitions;
 

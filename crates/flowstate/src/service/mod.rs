@@ -14,6 +14,7 @@ mod fallbacks;
 mod flows;
 mod health;
 mod invalidations;
+mod locks;
 mod outbox;
 mod snapshots;
 mod transitions;
@@ -61,6 +62,8 @@ struct Inner {
     connections: connections::Local,
     /// This instance's name in the connection registry.
     instance_id: String,
+    /// The lock authority as last read, and lock waiters' turns.
+    locks: locks::LockState,
 }
 
 tokio::task_local! {
@@ -109,6 +112,7 @@ impl Flowstate {
                 outbox: outbox::Outbox::default(),
                 connections: connections::Local::default(),
                 instance_id: uuid::Uuid::now_v7().to_string(),
+                locks: locks::LockState::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {

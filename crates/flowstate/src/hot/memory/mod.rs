@@ -11,6 +11,7 @@ mod connections;
 mod documents;
 mod events;
 mod flows;
+mod locks;
 mod snapshots;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,7 @@ use async_trait::async_trait;
 use moka::ops::compute::Op;
 use moka::sync::Cache;
 
-use super::fanout::Hub;
+use super::fanout::{Hub, LockHub};
 use super::keys::Keys;
 use super::ttl::Ttls;
 use super::{FlowKeys, HotResult, HotStats, HotTier};
@@ -106,6 +107,7 @@ pub struct MemoryHot {
     agent_results: agent_cache::AgentResults,
     streams: events::Streams,
     hub: Arc<Hub>,
+    lock_hub: Arc<LockHub>,
     connections: connections::Registry,
     ttls: Ttls,
 }
@@ -129,6 +131,7 @@ impl MemoryHot {
             agent_results: agent_cache::AgentResults::new(),
             streams: events::Streams::new(events.maxlen, Duration::from_secs(ttls.events())),
             hub: Hub::new(events.buffer, None),
+            lock_hub: LockHub::new(None),
             connections: connections::Registry::default(),
             ttls,
         }

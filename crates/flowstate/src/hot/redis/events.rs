@@ -176,7 +176,7 @@ impl EventHot for RedisHot {
 
     async fn watch(&self, flow_id: &str) -> Watch {
         let (watch, _) = self.hub.watch(flow_id);
-        self.subscriber.subscribe(flow_id).await;
+        self.subscriber.subscribe(self.keys.events(flow_id)).await;
         watch
     }
 

@@ -17,6 +17,7 @@ mod connections;
 mod documents;
 mod events;
 mod flows;
+mod locks;
 mod snapshots;
 mod subscriber;
 
@@ -33,10 +34,10 @@ use tokio::sync::Notify;
 
 use self::subscriber::{Setup, Subscriber};
 use super::breaker::Breaker;
-use super::fanout::Hub;
+use super::fanout::{Hub, LockHub};
 use super::keys::Keys;
 use super::ttl::Ttls;
-use super::{FlowKeys, HotError, HotResult, HotStats, HotTier};
+use super::{FlowKeys, HotError, HotResult, HotStats, HotTier, LockHot};
 use crate::config::{EventsConfig, RedisConfig};
 use crate::model::{DocKind, Flow};
 
@@ -60,6 +61,8 @@ pub struct RedisHot {
     events: EventsConfig,
     /// This instance's subscribers of flow events.
     hub: Arc<Hub>,
+    /// This instance's lock waiters.
+    lock_hub: Arc<LockHub>,
     /// The Redis subscription feeding `hub`.
     subscriber: Subscriber,
 }
@@ -344,11 +347,15 @@ impl RedisHot {
         ));
         let (unwatched_tx, unwatched) = tokio::sync::mpsc::unbounded_channel();
         let hub = Hub::new(events.buffer, Some(unwatched_tx));
+        let (unwatched_locks_tx, unwatched_locks) = tokio::sync::mpsc::unbounded_channel();
+        let lock_hub = LockHub::new(Some(unwatched_locks_tx));
         let subscriber = Subscriber::start(Setup {
             client,
             keys: keys.clone(),
             hub: Arc::clone(&hub),
+            locks: Arc::clone(&lock_hub),
             unwatched,
+            unwatched_locks,
             connect_timeout: cfg.connect_timeout(),
             command_timeout: cfg.command_timeout(),
         });
@@ -358,6 +365,7 @@ impl RedisHot {
             ttls,
             events: events.clone(),
             hub,
+            lock_hub,
             subscriber,
         })
     }
@@ -383,11 +391,12 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Every script, for loading them all up front.
-const SCRIPTS: [&[&str]; 5] = [
+const SCRIPTS: [&[&str]; 6] = [
     flows::SCRIPTS,
     documents::SCRIPTS,
     snapshots::SCRIPTS,
     events::SCRIPTS,
+    locks::SCRIPTS,
     agent_cache::SCRIPTS,
 ];
 
@@ -395,6 +404,10 @@ const SCRIPTS: [&[&str]; 5] = [
 impl HotTier for RedisHot {
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    fn locks(&self) -> Option<&dyn LockHot> {
+        Some(self)
     }
 
     async fn ping(&self) -> HotResult<Duration> {

@@ -1,13 +1,13 @@
 //! The instance's one Redis subscription: a dedicated pub/sub connection listening to the
-//! channels of the flows that have subscribers here (SUBSCRIBE when the first local watcher of
-//! a flow arrives, UNSUBSCRIBE when the last leaves), feeding the local
-//! [`Hub`]. However many SSE connections watch a flow, Redis sends this instance each event
-//! once.
+//! channels of the flows that have subscribers here and of the locks that have waiters here
+//! (SUBSCRIBE when the first local watcher arrives, UNSUBSCRIBE when the last leaves), feeding
+//! the local [`Hub`] and [`LockHub`]. However many SSE connections watch a flow, or requests
+//! wait for a lock, Redis sends this instance each message once.
 //!
 //! Pub/sub delivers at most once: whatever is published while the connection is down is lost
 //! to it. So whenever the connection comes (back) up, every local watcher is told to
 //! [`Live::Resync`](crate::hot::Live::Resync): it reads the stream after the last event it
-//! delivered, and misses nothing. A ping every few seconds notices a Redis that hangs rather
+//! delivered, and misses nothing; and every lock waiter is woken to ask again. A ping every few seconds notices a Redis that hangs rather
 //! than closes the connection.
 
 use std::collections::HashSet;
@@ -18,7 +18,7 @@ use ::redis::Client;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hot::fanout::Hub;
+use crate::hot::fanout::{Hub, LockHub};
 use crate::hot::keys::Keys;
 use crate::model::events::{Event, EventId};
 
@@ -28,16 +28,16 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const FIRST_DELAY: Duration = Duration::from_millis(50);
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// Asks the subscriber task to listen to a flow; answered once it does.
+/// Asks the subscriber task to listen to a channel; answered once it does.
 struct Request {
-    flow_id: String,
+    channel: String,
     done: oneshot::Sender<()>,
 }
 
 /// The handle the tier keeps; dropping it ends the task.
 pub(super) struct Subscriber {
     requests: mpsc::UnboundedSender<Request>,
-    /// Flows whose channel the current connection listens to.
+    /// Channels the current connection listens to.
     listening: Arc<Mutex<HashSet<String>>>,
     timeout: Duration,
 }
@@ -47,8 +47,11 @@ pub(super) struct Setup {
     pub client: Client,
     pub keys: Keys,
     pub hub: Arc<Hub>,
+    pub locks: Arc<LockHub>,
     /// Flows whose last local watcher left.
     pub unwatched: mpsc::UnboundedReceiver<String>,
+    /// Locks whose last local waiter left.
+    pub unwatched_locks: mpsc::UnboundedReceiver<String>,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
 }
@@ -72,17 +75,14 @@ impl Subscriber {
         }
     }
 
-    /// Returns once the connection listens to the flow's channel, or at once if it is down
-    /// (the watcher is then told to resync when it is back).
-    pub(super) async fn subscribe(&self, flow_id: &str) {
-        if lock(&self.listening).contains(flow_id) {
+    /// Returns once the connection listens to `channel`, or at once if it is down (watchers
+    /// are then told to resync, waiters woken, when it is back).
+    pub(super) async fn subscribe(&self, channel: String) {
+        if lock(&self.listening).contains(&channel) {
             return;
         }
         let (done, answered) = oneshot::channel();
-        let request = Request {
-            flow_id: flow_id.to_string(),
-            done,
-        };
+        let request = Request { channel, done };
         if self.requests.send(request).is_ok() {
             let _ = tokio::time::timeout(self.timeout, answered).await;
         }
@@ -144,16 +144,19 @@ async fn listen(
         return Ended::Failed;
     };
     let (mut sink, mut stream) = pubsub.split();
-    let flows = setup.hub.flows();
-    if !flows.is_empty() {
-        let channels: Vec<String> = flows.iter().map(|f| setup.keys.events(f)).collect();
+    let channels: Vec<String> = (setup.hub.flows().iter())
+        .map(|f| setup.keys.events(f))
+        .chain(setup.locks.names().iter().map(|l| setup.keys.lock(l)))
+        .collect();
+    if !channels.is_empty() {
         if !bounded(setup.command_timeout, sink.subscribe(&channels)).await {
             return Ended::Failed;
         }
-        lock(listening).extend(flows);
+        lock(listening).extend(channels);
     }
     // Whatever was published before now did not reach this connection.
     setup.hub.resync_all();
+    setup.locks.wake_all();
     tracing::debug!("event subscription up");
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
@@ -161,20 +164,24 @@ async fn listen(
         tokio::select! {
             msg = stream.next() => {
                 let Some(msg) = msg else { break };
-                match decode(&setup.keys, msg.get_channel_name(), msg.get_payload_bytes()) {
+                let channel = msg.get_channel_name();
+                if let Some(name) = setup.keys.lock_name(channel) {
+                    setup.locks.wake(name);
+                    continue;
+                }
+                match decode(&setup.keys, channel, msg.get_payload_bytes()) {
                     Some(event) => setup.hub.deliver(event),
-                    None => tracing::warn!(channel = msg.get_channel_name(), "undecodable event message skipped"),
+                    None => tracing::warn!(channel, "undecodable event message skipped"),
                 }
             }
             request = requests.recv() => {
                 let Some(request) = request else { return Ended::Dropped };
-                let listens = lock(listening).contains(&request.flow_id);
+                let listens = lock(listening).contains(&request.channel);
                 if !listens {
-                    let channel = setup.keys.events(&request.flow_id);
-                    if !bounded(setup.command_timeout, sink.subscribe(channel)).await {
+                    if !bounded(setup.command_timeout, sink.subscribe(&request.channel)).await {
                         break;
                     }
-                    lock(listening).insert(request.flow_id);
+                    lock(listening).insert(request.channel);
                 }
                 let _ = request.done.send(());
             }
@@ -184,8 +191,19 @@ async fn listen(
                 if setup.hub.is_watched(&flow_id) {
                     continue;
                 }
-                lock(listening).remove(&flow_id);
                 let channel = setup.keys.events(&flow_id);
+                lock(listening).remove(&channel);
+                if !bounded(setup.command_timeout, sink.unsubscribe(channel)).await {
+                    break;
+                }
+            }
+            name = setup.unwatched_locks.recv() => {
+                let Some(name) = name else { return Ended::Dropped };
+                if setup.locks.is_watched(&name) {
+                    continue;
+                }
+                let channel = setup.keys.lock(&name);
+                lock(listening).remove(&channel);
                 if !bounded(setup.command_timeout, sink.unsubscribe(channel)).await {
                     break;
                 }

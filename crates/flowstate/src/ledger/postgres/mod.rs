@@ -11,6 +11,7 @@ mod documents;
 mod events;
 mod flows;
 mod journal;
+mod locks;
 mod snapshots;
 
 use std::str::FromStr;

@@ -6,4 +6,5 @@ pub(super) mod documents;
 pub(super) mod events;
 pub(super) mod flows;
 pub(super) mod journal;
+pub(super) mod locks;
 pub(super) mod snapshots;

@@ -12,6 +12,7 @@ mod documents;
 mod events;
 mod flows;
 mod journal;
+mod locks;
 mod snapshots;
 mod writer;
 

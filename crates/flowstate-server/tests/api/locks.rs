@@ -1,0 +1,320 @@
+//! Distributed locks over HTTP: owner tokens, fencing tokens, expiry, waiting, bad input, and
+//! a shared counter guarded by the lock from two instances, also across a private
+//! redis-server killed and restarted empty mid-run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Backend, RedisServer, TestApp, all_backends, spawn_app, spawn_app_from, spawn_app_with,
+};
+
+async fn acquire(app: &TestApp, name: &str, body: Value) -> crate::helpers::Answer {
+    app.post(&format!("/v1/locks/{name}"), body).await
+}
+
+async fn release(app: &TestApp, name: &str, token: &str) -> StatusCode {
+    app.send(
+        app.http
+            .delete(app.url(&format!("/v1/locks/{name}")))
+            .json(&json!({"token": token})),
+    )
+    .await
+    .status
+}
+
+fn fence(body: &Value) -> u64 {
+    body["fencing_token"].as_u64().unwrap()
+}
+
+/// Grant, refuse, refresh and release only with the owner token; fencing tokens grow.
+async fn owner_tokens_and_fencing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = acquire(&app, "l", json!({"ttl_ms": 30_000})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let token = first.body["token"].as_str().unwrap().to_string();
+    assert!(first.body["expires_at"].is_string());
+
+    let busy = acquire(&app, "l", json!({"ttl_ms": 30_000})).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT);
+    assert_eq!(busy.body["error"]["code"], "lock_held");
+    let retry: u64 = busy.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+
+    // A token of the same shape that is not the holder's.
+    let wrong = format!("{}.{}", fence(&first.body), "0".repeat(32));
+    let refreshed = app
+        .post(
+            "/v1/locks/l/refresh",
+            json!({"token": wrong, "ttl_ms": 1000}),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::CONFLICT);
+    assert_eq!(refreshed.body["error"]["code"], "lock_not_held");
+    assert_eq!(release(&app, "l", &wrong).await, StatusCode::CONFLICT);
+
+    let refreshed = app
+        .post(
+            "/v1/locks/l/refresh",
+            json!({"token": token, "ttl_ms": 60_000}),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    assert_eq!(
+        fence(&refreshed.body),
+        fence(&first.body),
+        "a refresh keeps the fence"
+    );
+
+    assert_eq!(release(&app, "l", &token).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        release(&app, "l", &token).await,
+        StatusCode::CONFLICT,
+        "released once"
+    );
+    let second = acquire(&app, "l", json!({"ttl_ms": 1000})).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert!(fence(&second.body) > fence(&first.body));
+    // Names are independent.
+    assert_eq!(
+        acquire(&app, "other", json!({"ttl_ms": 1000})).await.status,
+        StatusCode::OK
+    );
+}
+all_backends!(owner_tokens_and_fencing);
+
+/// A lock lapses after its TTL: it can be granted again, and the old token does nothing.
+async fn expiry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = acquire(&app, "e", json!({"ttl_ms": 300})).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let token = first.body["token"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refreshed = app
+        .post(
+            "/v1/locks/e/refresh",
+            json!({"token": token, "ttl_ms": 1000}),
+        )
+        .await;
+    assert_eq!(refreshed.status, StatusCode::CONFLICT, "expired");
+    let second = acquire(&app, "e", json!({"ttl_ms": 1000})).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert!(fence(&second.body) > fence(&first.body));
+    assert_eq!(release(&app, "e", &token).await, StatusCode::CONFLICT);
+    // A refresh keeps a lock past its first TTL.
+    let token = second.body["token"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let r = app
+            .post(
+                "/v1/locks/e/refresh",
+                json!({"token": token, "ttl_ms": 1000}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(
+        acquire(&app, "e", json!({"ttl_ms": 1000})).await.status,
+        StatusCode::CONFLICT,
+        "still held after 1.2 s thanks to the refreshes"
+    );
+}
+all_backends!(expiry);
+
+/// `wait_ms` succeeds as soon as the holder releases (long before its TTL), and times out
+/// while it does not.
+async fn waiting(backend: Backend) {
+    let app = Arc::new(spawn_app(backend).await);
+    let held = acquire(&app, "w", json!({"ttl_ms": 20_000})).await;
+    let token = held.body["token"].as_str().unwrap().to_string();
+
+    let timed_out = acquire(&app, "w", json!({"ttl_ms": 1000, "wait_ms": 400})).await;
+    assert_eq!(timed_out.status, StatusCode::CONFLICT);
+    assert_eq!(timed_out.body["error"]["code"], "lock_held");
+
+    let releaser = {
+        let (app, token) = (app.clone(), token.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(release(&app, "w", &token).await, StatusCode::NO_CONTENT);
+        })
+    };
+    // The holder's TTL (20 s) is far beyond the wait (5 s): only the release can end it.
+    let waited = acquire(&app, "w", json!({"ttl_ms": 1000, "wait_ms": 5000})).await;
+    assert_eq!(waited.status, StatusCode::OK, "{}", waited.body);
+    assert!(fence(&waited.body) > fence(&held.body));
+    releaser.await.unwrap();
+}
+all_backends!(waiting);
+
+/// Bad input gets a clear error.
+async fn bad_input(backend: Backend) {
+    let app = spawn_app_with(backend, |c| c.locks.max_ttl_ms = 60_000).await;
+    let cases = [
+        ("bad name!", json!({"ttl_ms": 1000}), "invalid_id"),
+        ("n", json!({"ttl_ms": 0}), "invalid_input"),
+        ("n", json!({"ttl_ms": -5}), "invalid_body"),
+        ("n", json!({"ttl_ms": 60_001}), "invalid_input"),
+        (
+            "n",
+            json!({"ttl_ms": 1000, "wait_ms": 3_600_000}),
+            "invalid_input",
+        ),
+        ("n", json!({}), "invalid_body"),
+        ("n", json!({"ttl_ms": "1000"}), "invalid_body"),
+    ];
+    for (name, body, code) in cases {
+        let a = app
+            .post(
+                &format!("/v1/locks/{}", name.replace(' ', "%20")),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{name} {body}");
+        assert_eq!(a.body["error"]["code"], code, "{name} {body}");
+    }
+    let a = app
+        .post("/v1/locks/n/refresh", json!({"ttl_ms": 1000}))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "missing token");
+    let a = app
+        .post(
+            "/v1/locks/n/refresh",
+            json!({"token": "nope", "ttl_ms": 1000}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(a.body["error"]["code"], "invalid_input");
+    let a = app
+        .send(app.http.delete(app.url("/v1/locks/n")).json(&json!({})))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "missing token");
+    // Nothing was granted meanwhile.
+    assert_eq!(
+        acquire(&app, "n", json!({"ttl_ms": 1000})).await.status,
+        StatusCode::OK
+    );
+}
+all_backends!(bad_input);
+
+/// What the lock guards: a counter updated by read, pause, write (a lost update if two
+/// holders overlap) and the highest fencing token it has accepted.
+#[derive(Default)]
+struct Guarded {
+    counter: AtomicU64,
+    highest_fence: std::sync::Mutex<u64>,
+    /// Set by a test: the next holder stays 700 ms between its read and its write.
+    slow: std::sync::atomic::AtomicBool,
+    /// Told when that holder has read.
+    in_slow: tokio::sync::Notify,
+}
+
+/// One worker: `cycles` times acquire, update the counter, release; retries 503 and 409.
+async fn worker(app: Arc<TestApp>, guarded: Arc<Guarded>, cycles: u64) {
+    let mut done = 0;
+    while done < cycles {
+        let a = acquire(&app, "counter", json!({"ttl_ms": 2000, "wait_ms": 5000})).await;
+        match a.status {
+            StatusCode::OK => {}
+            StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            other => panic!("acquire: {other} {}", a.body),
+        }
+        let f = fence(&a.body);
+        {
+            let mut highest = guarded.highest_fence.lock().unwrap();
+            assert!(f > *highest, "fencing token {f} after {}", *highest);
+            *highest = f;
+        }
+        let seen = guarded.counter.load(Ordering::SeqCst);
+        if guarded.slow.swap(false, Ordering::SeqCst) {
+            guarded.in_slow.notify_one();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        guarded.counter.store(seen + 1, Ordering::SeqCst);
+        done += 1;
+        // A release that fails (Redis down) leaves the lock to lapse: still exclusive.
+        release(&app, "counter", a.body["token"].as_str().unwrap()).await;
+    }
+}
+
+async fn run_workers(
+    apps: &[Arc<TestApp>],
+    guarded: &Arc<Guarded>,
+    per_worker: u64,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let app = apps[i % apps.len()].clone();
+        handles.push(tokio::spawn(worker(app, guarded.clone(), per_worker)));
+    }
+    handles
+}
+
+/// Two instances, 20 workers, 2,000 cycles: never two holders (the counter is exact) and the
+/// fencing tokens the counter sees strictly increase.
+async fn shared_counter(backend: Backend) {
+    let a = spawn_app_with(backend, |c| c.locks.poll_max_ms = 20).await;
+    let b = spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await;
+    let apps = [Arc::new(a), Arc::new(b)];
+    let guarded = Arc::new(Guarded::default());
+    for h in run_workers(&apps, &guarded, 100).await {
+        h.await.unwrap();
+    }
+    assert_eq!(guarded.counter.load(Ordering::SeqCst), 2000);
+}
+all_backends!(shared_counter);
+
+/// The same with a private redis-server killed mid-run and restarted empty while a holder is
+/// inside its critical section: locks answer 503 while it is down, and after it comes back
+/// nothing is granted until every lock the lost Redis granted has lapsed (else the holder's
+/// write would undo its successors'); fencing tokens still only grow.
+#[tokio::test]
+async fn shared_counter_across_redis_restarted_empty() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let a = spawn_app_with(Backend::RedisSqlite, |c| {
+        c.redis.url = Some(url);
+        c.redis.command_timeout_ms = 200;
+        c.redis.connect_timeout_ms = 200;
+        c.redis.reconnect_max_delay_ms = 200;
+        c.locks.max_ttl_ms = 2000;
+        c.locks.poll_max_ms = 20;
+    })
+    .await;
+    let b = spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await;
+    let apps = [Arc::new(a), Arc::new(b)];
+    let guarded = Arc::new(Guarded::default());
+    let handles = run_workers(&apps, &guarded, 60).await;
+    // Let them run, then take Redis away with everything it held.
+    while guarded.counter.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    guarded.slow.store(true, Ordering::SeqCst);
+    guarded.in_slow.notified().await;
+    let before = *guarded.highest_fence.lock().unwrap();
+    let port = redis.port;
+    redis.kill();
+    let _redis = RedisServer::start_on(port).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1200);
+    let after = *guarded.highest_fence.lock().unwrap();
+    assert!(
+        after >> 32 > before >> 32,
+        "a new generation after the restart: {before} -> {after}"
+    );
+}

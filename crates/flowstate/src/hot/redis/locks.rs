@@ -1,0 +1,161 @@
+//! Locks on Redis: `orchestrator:locks:{name}` holds the owner token with the lock's TTL and
+//! `…:fence` the name's last fencing token; `scripts/lock_acquire.lua`, `lock_refresh.lua` and
+//! `lock_release.lua` are one round trip each. Acquire and refresh first check Redis's
+//! `run_id` against the lock authority's, so a Redis that lost its data (restarted, failed
+//! over to a lagging replica) grants nothing until the service has moved the authority to it.
+//! A release publishes on the lock's key, which wakes its waiters on every instance through
+//! the instance's one subscription (`subscriber.rs`).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ::redis::{Script, Value};
+use async_trait::async_trait;
+
+use super::RedisHot;
+use crate::hot::fanout::LockWatch;
+use crate::hot::{HotError, HotResult, LockAttempt, LockHot, LockWaitHot};
+
+const LOCK_ACQUIRE_SRC: &str = include_str!("scripts/lock_acquire.lua");
+const LOCK_REFRESH_SRC: &str = include_str!("scripts/lock_refresh.lua");
+const LOCK_RELEASE_SRC: &str = include_str!("scripts/lock_release.lua");
+/// This capability's scripts, loaded at startup.
+pub(super) const SCRIPTS: &[&str] = &[LOCK_ACQUIRE_SRC, LOCK_REFRESH_SRC, LOCK_RELEASE_SRC];
+static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_ACQUIRE_SRC));
+static LOCK_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_REFRESH_SRC));
+static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_RELEASE_SRC));
+
+/// How long the last fencing token of a name is kept after its last grant: far longer than a
+/// generation is used, so a name's tokens keep growing within one.
+pub(crate) const FENCE_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl RedisHot {
+    fn lock_reply_error(&self, name: &str, reply: &Value) -> HotError {
+        HotError::Corrupt {
+            key: self.keys.lock(name),
+            reason: format!("unexpected lock script reply {reply:?}"),
+        }
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// `{-1, run_id}`, as both scripts answer for another Redis process.
+fn untrusted(items: &[Value]) -> Option<LockAttempt> {
+    match items {
+        [code, run] if int(code) == Some(-1) => Some(LockAttempt::Untrusted {
+            run_id: text(run).unwrap_or_default(),
+        }),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl LockHot for RedisHot {
+    async fn acquire_lock(
+        &self,
+        name: &str,
+        run_id: &str,
+        generation: u64,
+        secret: &str,
+        ttl_ms: u64,
+    ) -> HotResult<LockAttempt> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(LOCK_ACQUIRE.get_hash())
+            .arg(2)
+            .arg(self.keys.lock(name))
+            .arg(self.keys.lock_fence(name))
+            .arg(run_id)
+            .arg(generation)
+            .arg(secret)
+            .arg(ttl_ms)
+            .arg(FENCE_KEY_TTL.as_millis() as u64);
+        // Never marks keys dirty: a recovery must not delete a lock someone holds.
+        let (reply,): (Value,) = self.core.read_pipeline(&pipe, &[LOCK_ACQUIRE_SRC]).await?;
+        let Value::Array(items) = &reply else {
+            return Err(self.lock_reply_error(name, &reply));
+        };
+        if let Some(attempt) = untrusted(items) {
+            return Ok(attempt);
+        }
+        Ok(match items.as_slice() {
+            [code, fence] if int(code) == Some(1) => LockAttempt::Granted {
+                fence: int(fence)
+                    .and_then(|f| u64::try_from(f).ok())
+                    .ok_or_else(|| self.lock_reply_error(name, &reply))?,
+            },
+            [code, pttl] if int(code) == Some(0) => LockAttempt::Held {
+                retry_in_ms: int(pttl).and_then(|p| u64::try_from(p).ok()),
+            },
+            [code] if int(code) == Some(-2) => LockAttempt::Stale,
+            _ => return Err(self.lock_reply_error(name, &reply)),
+        })
+    }
+
+    async fn refresh_lock(
+        &self,
+        name: &str,
+        run_id: &str,
+        token: &str,
+        ttl_ms: u64,
+    ) -> HotResult<LockAttempt> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(LOCK_REFRESH.get_hash())
+            .arg(1)
+            .arg(self.keys.lock(name))
+            .arg(run_id)
+            .arg(token)
+            .arg(ttl_ms);
+        let (reply,): (Value,) = self.core.read_pipeline(&pipe, &[LOCK_REFRESH_SRC]).await?;
+        if let Value::Array(items) = &reply
+            && let Some(attempt) = untrusted(items)
+        {
+            return Ok(attempt);
+        }
+        match int(&reply) {
+            Some(1) => Ok(LockAttempt::Granted { fence: 0 }),
+            Some(0) => Ok(LockAttempt::Held { retry_in_ms: None }),
+            _ => Err(self.lock_reply_error(name, &reply)),
+        }
+    }
+
+    async fn release_lock(&self, name: &str, token: &str) -> HotResult<bool> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(LOCK_RELEASE.get_hash())
+            .arg(1)
+            .arg(self.keys.lock(name))
+            .arg(token);
+        let (released,): (i64,) = self.core.read_pipeline(&pipe, &[LOCK_RELEASE_SRC]).await?;
+        Ok(released == 1)
+    }
+}
+
+#[async_trait]
+impl LockWaitHot for RedisHot {
+    async fn watch_lock(&self, name: &str) -> LockWatch {
+        let (watch, _) = self.lock_hub.watch(name);
+        self.subscriber.subscribe(self.keys.lock(name)).await;
+        watch
+    }
+
+    fn wake_lock(&self, name: &str) {
+        self.lock_hub.wake(name);
+    }
+}

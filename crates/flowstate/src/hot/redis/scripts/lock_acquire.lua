@@ -1,0 +1,28 @@
+-- Grants a lock unless it is held, on the Redis process the lock authority names only (its
+-- run_id): a Redis that restarted, empty or from an old snapshot, or a promoted replica that
+-- lags, is another process, and granting there could hand out a lock someone still holds or a
+-- fencing token already given. The fencing token is the later of the name's last one + 1 and
+-- the first of the authority's generation (generation * 2^32 + 1).
+-- KEYS[1] lock, KEYS[2] the name's last fencing token (same hash tag)
+-- ARGV: run_id, generation, secret, ttl ms, fence key ttl ms
+-- {1, fence} granted | {0, pttl} held | {-1, run_id} another Redis process | {-2} a later
+-- generation granted this name (the caller's view of the authority is stale)
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if run ~= ARGV[1] then
+  return {-1, run}
+end
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl ~= -2 then
+  return {0, pttl}
+end
+local span = 4294967296
+local floor = tonumber(ARGV[2]) * span
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if last >= floor + span then
+  return {-2}
+end
+local fence = math.max(last + 1, floor + 1)
+local f = string.format('%.0f', fence)
+redis.call('SET', KEYS[1], f .. '.' .. ARGV[3], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], f, 'PX', ARGV[5])
+return {1, f}

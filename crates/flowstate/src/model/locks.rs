@@ -34,6 +34,7 @@ pub struct LockRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The owner token the grant returned.
+    #[schema(pattern = r"^[0-9]{1,20}\.[0-9a-f]{32}$")]
     pub token: String,
     /// The new time to live from now, in ms.
     #[schema(minimum = 1)]
@@ -45,6 +46,7 @@ pub struct RefreshRequest {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     /// The owner token the grant returned.
+    #[schema(pattern = r"^[0-9]{1,20}\.[0-9a-f]{32}$")]
     pub token: String,
 }
 
@@ -89,8 +91,15 @@ impl FromStr for LockToken {
     fn from_str(s: &str) -> Result<Self> {
         let invalid = || Error::InvalidInput("token is not a lock token".into());
         let (fence, secret) = s.split_once('.').ok_or_else(invalid)?;
+        if fence.is_empty() || fence.len() > 20 || !fence.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
         let fence = fence.parse().map_err(|_| invalid())?;
-        if secret.len() != 32 || !secret.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if secret.len() != 32
+            || !secret
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(invalid());
         }
         Ok(LockToken {
@@ -162,6 +171,8 @@ mod tests {
             "x.y",
             "1.abc",
             "-1.0123456789abcdef0123456789abcdef",
+            "+1.0123456789abcdef0123456789abcdef",
+            "1.0123456789ABCDEF0123456789ABCDEF",
         ] {
             assert!(bad.parse::<LockToken>().is_err(), "{bad:?}");
         }

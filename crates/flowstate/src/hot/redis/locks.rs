@@ -7,7 +7,6 @@
 //! the instance's one subscription (`subscriber.rs`).
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use ::redis::{Script, Value};
 use async_trait::async_trait;
@@ -24,10 +23,6 @@ pub(super) const SCRIPTS: &[&str] = &[LOCK_ACQUIRE_SRC, LOCK_REFRESH_SRC, LOCK_R
 static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_ACQUIRE_SRC));
 static LOCK_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_REFRESH_SRC));
 static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_RELEASE_SRC));
-
-/// How long the last fencing token of a name is kept after its last grant: far longer than a
-/// generation is used, so a name's tokens keep growing within one.
-pub(crate) const FENCE_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl RedisHot {
     fn lock_reply_error(&self, name: &str, reply: &Value) -> HotError {
@@ -83,8 +78,7 @@ impl LockHot for RedisHot {
             .arg(run_id)
             .arg(generation)
             .arg(secret)
-            .arg(ttl_ms)
-            .arg(FENCE_KEY_TTL.as_millis() as u64);
+            .arg(ttl_ms);
         // Never marks keys dirty: a recovery must not delete a lock someone holds.
         let (reply,): (Value,) = self.core.read_pipeline(&pipe, &[LOCK_ACQUIRE_SRC]).await?;
         let Value::Array(items) = &reply else {

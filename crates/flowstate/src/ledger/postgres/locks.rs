@@ -132,6 +132,7 @@ impl LockLedger for PostgresLedger {
         let sql = format!(
             "UPDATE lock_leases SET expires_at_ms = {NOW_MS} + $1 \
              WHERE name = $2 AND fence = $3 AND secret = $4 AND expires_at_ms > {NOW_MS} \
+               AND EXISTS (SELECT 1 FROM lock_authority WHERE id = 1 AND run_id IS NULL) \
              RETURNING expires_at_ms"
         );
         let row: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -81,6 +81,10 @@ impl LockLedger for SqliteLedger {
         self.writer
             .submit(move |c| {
                 let now = now_ms();
+                // A lease outlives no move of the authority: the new grantor ignores it.
+                if read_authority(c, now)?.run_id.is_some() {
+                    return Ok(None);
+                }
                 c.query_row(
                     "UPDATE lock_leases SET expires_at_ms = $1 \
                      WHERE name = $2 AND fence = $3 AND secret = $4 AND expires_at_ms > $5 \

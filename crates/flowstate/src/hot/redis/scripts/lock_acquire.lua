@@ -3,8 +3,10 @@
 -- lags, is another process, and granting there could hand out a lock someone still holds or a
 -- fencing token already given. The fencing token is the later of the name's last one + 1 and
 -- the first of the authority's generation (generation * 2^32 + 1).
+-- The last fencing token is kept without expiry: were it to lapse, the name's next token would
+-- start again at the generation's first.
 -- KEYS[1] lock, KEYS[2] the name's last fencing token (same hash tag)
--- ARGV: run_id, generation, secret, ttl ms, fence key ttl ms
+-- ARGV: run_id, generation, secret, ttl ms
 -- {1, fence} granted | {0, pttl} held | {-1, run_id} another Redis process | {-2} a later
 -- generation granted this name (the caller's view of the authority is stale)
 local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
@@ -24,5 +26,5 @@ end
 local fence = math.max(last + 1, floor + 1)
 local f = string.format('%.0f', fence)
 redis.call('SET', KEYS[1], f .. '.' .. ARGV[3], 'PX', ARGV[4])
-redis.call('SET', KEYS[2], f, 'PX', ARGV[5])
+redis.call('SET', KEYS[2], f)
 return {1, f}

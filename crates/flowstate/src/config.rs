@@ -468,10 +468,13 @@ impl Config {
             ));
         }
         let locks = &self.locks;
-        if locks.max_ttl_ms == 0 || locks.poll_max_ms == 0 || locks.poll_max_ms > 60_000 {
+        if !(1..=86_400_000).contains(&locks.max_ttl_ms)
+            || locks.max_wait_ms > 600_000
+            || !(1..=60_000).contains(&locks.poll_max_ms)
+        {
             return bad(format!(
-                "locks: max_ttl_ms must be at least 1 and poll_max_ms within 1..=60000 (got {}, {})",
-                locks.max_ttl_ms, locks.poll_max_ms
+                "locks: max_ttl_ms must be within 1..=86400000 (a day: it is also the quarantine), max_wait_ms at most 600000 and poll_max_ms within 1..=60000 (got {}, {}, {})",
+                locks.max_ttl_ms, locks.max_wait_ms, locks.poll_max_ms
             ));
         }
         if self.redis.max_connections == 0 {

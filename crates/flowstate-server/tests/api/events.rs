@@ -2,6 +2,7 @@
 //! reconnect racing new events, delivery across instances, the connection registry, resets
 //! (trimmed history, Redis restarted empty) and the outbox while Redis is away.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -363,6 +364,46 @@ async fn two_instances_deliver_each_others_events_redis_sqlite() {
 #[tokio::test]
 async fn two_instances_deliver_each_others_events_redis_postgres() {
     two_instances_deliver_each_others_events(Backend::RedisPostgres).await;
+}
+
+/// Two instances posting to one flow at once give events the same ids now and then (one
+/// millisecond, two generators): every event is kept and delivered, none taken for another.
+async fn concurrent_posts_from_two_instances_are_all_kept(backend: Backend) {
+    let a = Arc::new(spawn_app(backend).await);
+    let b = Arc::new(spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await);
+    a.register(json!({"flow_id": "c2", "flow_type": "t"})).await;
+    let mut sse = Sse::open(&a, "c2", None).await;
+    let mut posters = Vec::new();
+    for (k, app) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        posters.push(tokio::spawn(async move {
+            for n in 0..100u64 {
+                post_event(&app, "c2", k as u64 * 1000 + n).await;
+            }
+        }));
+    }
+    for p in posters {
+        p.await.unwrap();
+    }
+    let mut got: Vec<u64> = ns(&sse.take(400).await);
+    got.sort_unstable();
+    let want: Vec<u64> = (0..4u64)
+        .flat_map(|k| (0..100).map(move |n| k * 1000 + n))
+        .collect();
+    assert_eq!(got, want);
+    let mut all = Sse::open(&b, "c2", Some("0")).await;
+    assert_eq!(all.next().await.event, "reset");
+    assert_eq!(all.next().await.event, "FLOW_REGISTERED");
+    let mut kept = ns(&all.take(400).await);
+    kept.sort_unstable();
+    assert_eq!(kept, want, "the stream holds each once");
+}
+
+#[tokio::test]
+async fn concurrent_posts_from_two_instances_are_all_kept_redis_sqlite() {
+    concurrent_posts_from_two_instances_are_all_kept(Backend::RedisSqlite).await;
 }
 
 /// Each open connection is registered, refreshed by the heartbeat and removed at close.

@@ -139,6 +139,13 @@ impl Hub {
         self.lock().keys().cloned().collect()
     }
 
+    /// Tells the flow's subscribers to read the stream after their last event.
+    pub(crate) fn resync(&self, flow_id: &str) {
+        if let Some(channel) = self.lock().get(flow_id) {
+            let _ = channel.tx.send(Live::Resync);
+        }
+    }
+
     /// Tells every subscriber to read the stream after its last event.
     pub(crate) fn resync_all(&self) {
         for channel in self.lock().values() {

@@ -76,13 +76,19 @@ impl Flowstate {
             .connections
             .lock()
             .insert(conn.connection_id.clone(), conn.clone());
-        self.hot_read("connections.add", self.hot().add_connection(&conn))
-            .await;
         metrics::gauge!("flowstate_sse_connections").increment(1);
-        Registration {
+        // The guard first: should this request be dropped during the round trip, it still
+        // removes the connection.
+        let registration = Registration {
             service: self.clone(),
             conn,
-        }
+        };
+        self.hot_read(
+            "connections.add",
+            self.hot().add_connection(&registration.conn),
+        )
+        .await;
+        registration
     }
 
     /// A flow's open SSE connections on every instance (only this instance's while the hot
@@ -128,6 +134,17 @@ pub(super) async fn heartbeat(inner: Weak<Inner>) {
         }
         if let Err(e) = inner.hot.refresh_connections(&open).await {
             tracing::debug!(error = %e, connections = open.len(), "connection registry not refreshed");
+        }
+        // A connection that closed while the refresh was on its way may have been written
+        // back after its removal: remove it again.
+        let closed: Vec<SseConnection> = {
+            let local = inner.connections.lock();
+            open.into_iter()
+                .filter(|c| !local.contains_key(&c.connection_id))
+                .collect()
+        };
+        for conn in closed {
+            let _ = inner.hot.remove_connection(&conn).await;
         }
     }
 }

@@ -29,6 +29,9 @@ use crate::model::ids;
 /// when nothing tells it to sooner.
 const RETRY_HISTORY: Duration = Duration::from_millis(500);
 
+/// Ids a subscription remembers having delivered, to recognise an event that arrives late.
+const RECENT: usize = 1024;
+
 /// How long a subscription that must read the stream waits for the outbox to drain first.
 const OUTBOX_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -162,6 +165,8 @@ impl Flowstate {
             service: self.clone(),
             watch,
             cursor: after,
+            floor: after,
+            recent: VecDeque::with_capacity(RECENT),
             synced: false,
             queue: VecDeque::new(),
             ended: false,
@@ -172,6 +177,7 @@ impl Flowstate {
             // Anchor at the stream's top, so that a later resync knows where "live" began.
             if let Ok(history) = self.hot().history(flow_id, None).await {
                 sub.cursor = history.top;
+                sub.floor = history.top;
             }
             sub.synced = true;
         } else {
@@ -187,6 +193,10 @@ pub struct Subscription {
     watch: Watch,
     /// The last event delivered (or the point resumed from).
     cursor: Option<EventId>,
+    /// Where this subscription started: the client had everything up to it.
+    floor: Option<EventId>,
+    /// The ids delivered last, newest at the back.
+    recent: VecDeque<EventId>,
     /// Whether everything up to `cursor` has been delivered and live events follow on.
     synced: bool,
     queue: VecDeque<Delivery>,
@@ -227,10 +237,21 @@ impl Subscription {
             }
             match self.watch.recv().await {
                 Live::Event(e) => {
-                    if self.cursor.is_some_and(|c| e.event.id <= c) {
+                    let id = e.event.id;
+                    if self.cursor.is_some_and(|c| id <= c) {
+                        // Behind the cursor: delivered already, unless it is an event that
+                        // reached this instance late (two writes racing while Redis was away):
+                        // then better out of order than never.
+                        let late = self.floor.is_none_or(|f| id > f) && !self.recent.contains(&id);
+                        if !late {
+                            continue;
+                        }
+                        self.remember(id);
+                        self.queue.push_back(Delivery::Event(e));
                         continue;
                     }
-                    self.cursor = Some(e.event.id);
+                    self.cursor = Some(id);
+                    self.remember(id);
                     self.queue.push_back(Delivery::Event(e));
                 }
                 Live::Resync => self.synced = false,
@@ -272,6 +293,7 @@ impl Subscription {
                 continue;
             }
             self.cursor = Some(event.id);
+            self.remember(event.id);
             self.queue.push_back(Delivery::Event(LiveEvent::new(event)));
         }
         if self.cursor.is_none() {
@@ -280,6 +302,14 @@ impl Subscription {
         self.synced = true;
         self.unsynced_since = None;
         true
+    }
+
+    /// Remembers a delivered id.
+    fn remember(&mut self, id: EventId) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
     }
 
     /// The flow subscribed to.

@@ -89,9 +89,15 @@ impl Flowstate {
         }
         metrics::counter!("flowstate_lock_waits_total").increment(1);
         // One asking waiter per name here; the others queue behind it.
-        let turn = self.lock_turn(name);
-        let Ok(_turn) = tokio::time::timeout_at(deadline.into(), turn.lock()).await else {
-            self.forget_turn(name, turn);
+        let turn = Turn {
+            service: self,
+            name,
+            mutex: Some(self.lock_turn(name)),
+        };
+        let Some(mutex) = turn.mutex.as_ref() else {
+            return Err(held(name, busy));
+        };
+        let Ok(_turn) = tokio::time::timeout_at(deadline.into(), mutex.lock()).await else {
             return Err(held(name, busy));
         };
         let watch = self.hot().watch_lock(name).await;
@@ -116,8 +122,6 @@ impl Flowstate {
             }
         };
         drop(watch);
-        drop(_turn);
-        self.forget_turn(name, turn);
         result
     }
 
@@ -283,9 +287,9 @@ impl Flowstate {
     }
 
     async fn reload_view(&self) -> Result<View> {
-        let read_at = Instant::now();
         let authority = self.ledger().lock_authority().await?;
-        let view = View::new(authority, read_at);
+        // After the read: a quarantine may end later than counted, never earlier.
+        let view = View::new(authority, Instant::now());
         *self.inner.locks.view.write().await = Some(view.clone());
         Ok(view)
     }
@@ -298,7 +302,6 @@ impl Flowstate {
         run_id: Option<&str>,
         quarantine_ms: u64,
     ) -> Result<()> {
-        let read_at = Instant::now();
         let (authority, moved) = self
             .ledger()
             .move_lock_authority(seen_generation, run_id, quarantine_ms)
@@ -313,7 +316,7 @@ impl Flowstate {
             );
             metrics::counter!("flowstate_lock_authority_moves_total").increment(1);
         }
-        *self.inner.locks.view.write().await = Some(View::new(authority, read_at));
+        *self.inner.locks.view.write().await = Some(View::new(authority, Instant::now()));
         Ok(())
     }
 
@@ -339,6 +342,22 @@ impl Flowstate {
         drop(turn);
         if turns.get(name).is_some_and(|t| Arc::strong_count(t) == 1) {
             turns.remove(name);
+        }
+    }
+}
+
+/// A waiter's place in its lock's queue; leaving it (even by the request being dropped) drops
+/// the name's entry once nobody else holds it.
+struct Turn<'a> {
+    service: &'a Flowstate,
+    name: &'a str,
+    mutex: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            self.service.forget_turn(self.name, mutex);
         }
     }
 }

@@ -68,8 +68,9 @@ impl Streams {
     }
 
     /// Appends an event under its id (the next one if the stream is past it; nothing if the
-    /// stream holds it already) and returns the stored event.
-    pub(super) fn append(&self, event: &Event) -> Event {
+    /// stream holds it already), hands a newly stored event to `deliver` before another append
+    /// can run (so subscribers get events in id order), and returns the stored event.
+    pub(super) fn append(&self, event: &Event, deliver: impl FnOnce(Event)) -> Event {
         let now = Instant::now();
         let mut map = self.lock();
         map.appends += 1;
@@ -91,8 +92,13 @@ impl Streams {
             }
             stream.live = true;
         } else if let Ok(i) = stream.entries.binary_search_by(|e| e.id.cmp(&event.id)) {
-            stream.expires = now + ttl;
-            return stream.entries[i].clone();
+            // The same event again (a replay) is not stored twice; another event that happens to
+            // carry the same id (two writers, one millisecond) takes the next id below.
+            let held = &stream.entries[i];
+            if held.event_type == event.event_type && held.payload == event.payload {
+                stream.expires = now + ttl;
+                return held.clone();
+            }
         }
         let id = match stream.top {
             Some(top) if event.id <= top => top.successor(),
@@ -105,7 +111,13 @@ impl Streams {
         }
         stream.top = Some(id);
         stream.expires = now + ttl;
+        deliver(stored.clone());
         stored
+    }
+
+    #[cfg(test)]
+    fn append_quiet(&self, event: &Event) -> Event {
+        self.append(event, drop)
     }
 
     /// Shortens a stream's life (a deleted flow's, to its tombstone's).
@@ -189,14 +201,12 @@ impl MemoryHot {
         events
             .iter()
             .map(|event| {
-                let stored = self.streams.append(event);
+                let stored = self.streams.append(event, |e| self.hub.deliver(e));
                 if event.event_type == FLOW_DELETED {
                     // As on Redis: the stream outlives the flow as long as its tombstone.
                     self.streams.expire_in(&event.flow_id, TOMBSTONE_TTL);
                 }
-                let id = stored.id;
-                self.hub.deliver(stored);
-                id
+                stored.id
             })
             .collect()
     }
@@ -218,7 +228,7 @@ mod tests {
         let named = streams.history("f", None);
         assert_eq!(named.top, None);
         for ms in 1..=5 {
-            streams.append(&event(ms));
+            streams.append_quiet(&event(ms));
         }
         let h = streams.history("f", Some(EventId { ms: 3, seq: 0 }));
         assert_eq!(
@@ -236,22 +246,49 @@ mod tests {
     #[test]
     fn a_replayed_id_is_skipped_and_a_late_one_goes_next() {
         let streams = Streams::new(10, Duration::from_secs(60));
-        streams.append(&event(5));
-        assert_eq!(streams.append(&event(5)).id.ms, 5);
+        streams.append_quiet(&event(5));
+        assert_eq!(streams.append_quiet(&event(5)).id.ms, 5);
         assert_eq!(
             streams.history("f", Some(EventId::default())).events.len(),
             1
         );
-        let late = streams.append(&event(2));
+        let late = streams.append_quiet(&event(2));
         assert_eq!(late.id, EventId { ms: 5, seq: 1 });
+    }
+
+    #[test]
+    fn concurrent_appends_are_delivered_in_id_order() {
+        let streams = std::sync::Arc::new(Streams::new(100_000, Duration::from_secs(60)));
+        let delivered = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let ids = std::sync::Arc::new(crate::model::events::EventIds::default());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (streams, delivered, ids) = (streams.clone(), delivered.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        let e = Event::new(ids.next(), "f", "T", json!([t, i]));
+                        streams.append(&e, |stored| delivered.lock().unwrap().push(stored.id));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let delivered = delivered.lock().unwrap();
+        assert_eq!(delivered.len(), 8000);
+        assert!(
+            delivered.windows(2).all(|w| w[0] < w[1]),
+            "delivered out of id order"
+        );
     }
 
     #[test]
     fn an_expired_stream_starts_a_new_epoch() {
         let streams = Streams::new(10, Duration::ZERO);
-        streams.append(&event(1));
+        streams.append_quiet(&event(1));
         let before = streams.history("f", None).epoch;
-        streams.append(&event(2));
+        streams.append_quiet(&event(2));
         let after = streams.history("f", Some(EventId { ms: 1, seq: 0 }));
         assert!(after.reset);
         assert_ne!(before, after.epoch);

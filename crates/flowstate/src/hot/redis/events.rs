@@ -39,14 +39,20 @@ impl RedisHot {
     /// Adds the append of each event to `pipe` (replies ignored).
     pub(super) fn push_events(&self, pipe: &mut Pipeline, events: &[Event]) -> HotResult<()> {
         for event in events {
-            self.push_event(pipe, event, false)?;
-            pipe.ignore();
+            self.push_event(pipe, event, false, true)?;
         }
         Ok(())
     }
 
-    /// Adds an event's append; `check_flow` makes it conditional on the flow's cached record.
-    fn push_event(&self, pipe: &mut Pipeline, event: &Event, check_flow: bool) -> HotResult<()> {
+    /// Adds an event's append (its reply ignored if `ignore`); `check_flow` makes it
+    /// conditional on the flow's cached record.
+    fn push_event(
+        &self,
+        pipe: &mut Pipeline,
+        event: &Event,
+        check_flow: bool,
+        ignore: bool,
+    ) -> HotResult<()> {
         let payload = serde_json::to_string(&event.payload).map_err(|e| HotError::Corrupt {
             key: self.keys.events(&event.flow_id),
             reason: e.to_string(),
@@ -66,6 +72,9 @@ impl RedisHot {
             .arg(epoch_candidate())
             .arg(&stream)
             .arg(if check_flow { "1" } else { "0" });
+        if ignore {
+            pipe.ignore();
+        }
         if event.event_type == FLOW_DELETED {
             // A deleted flow's stream outlives it only as long as its tombstone, replayed or not.
             for key in [stream, self.keys.events_meta(&event.flow_id)] {
@@ -111,7 +120,7 @@ impl EventHot for RedisHot {
         }
         let mut pipe = ::redis::pipe();
         for event in events {
-            self.push_event(&mut pipe, event, false)?;
+            self.push_event(&mut pipe, event, false, false)?;
         }
         // No key is cached state to invalidate: a failed append goes to the ledger outbox.
         let ids: Vec<String> = self
@@ -130,7 +139,7 @@ impl EventHot for RedisHot {
 
     async fn post_event(&self, event: &Event) -> HotResult<Posted> {
         let mut pipe = ::redis::pipe();
-        self.push_event(&mut pipe, event, true)?;
+        self.push_event(&mut pipe, event, true, false)?;
         let (answer,): (String,) = self
             .core
             .write_query(&pipe, &[APPEND_EVENT_SRC], Vec::new())

@@ -176,34 +176,49 @@ async fn listen(
             }
             request = requests.recv() => {
                 let Some(request) = request else { return Ended::Dropped };
+                // Nobody waits for it any more (left before it was served): nothing to do.
+                if !watched(setup, &request.channel) {
+                    continue;
+                }
                 let listens = lock(listening).contains(&request.channel);
                 if !listens {
                     if !bounded(setup.command_timeout, sink.subscribe(&request.channel)).await {
                         break;
                     }
-                    lock(listening).insert(request.channel);
+                    lock(listening).insert(request.channel.clone());
                 }
-                let _ = request.done.send(());
+                if request.done.send(()).is_err() {
+                    // The watcher stopped waiting (timed out) and read the stream without
+                    // listening: what was published since reached it neither way.
+                    catch_up(setup, &request.channel);
+                }
             }
             flow_id = setup.unwatched.recv() => {
                 let Some(flow_id) = flow_id else { return Ended::Dropped };
-                // Watched again since: keep listening.
-                if setup.hub.is_watched(&flow_id) {
-                    continue;
-                }
                 let channel = setup.keys.events(&flow_id);
-                lock(listening).remove(&channel);
+                {
+                    // Under the listening lock, so that a new watcher either sees the channel
+                    // still listed (and is covered: the check below keeps it) or asks again.
+                    let mut listens = lock(listening);
+                    if setup.hub.is_watched(&flow_id) {
+                        continue;
+                    }
+                    listens.remove(&channel);
+                }
                 if !bounded(setup.command_timeout, sink.unsubscribe(channel)).await {
                     break;
                 }
             }
             name = setup.unwatched_locks.recv() => {
                 let Some(name) = name else { return Ended::Dropped };
-                if setup.locks.is_watched(&name) {
-                    continue;
-                }
                 let channel = setup.keys.lock(&name);
-                lock(listening).remove(&channel);
+                {
+                    let mut listens = lock(listening);
+                    if setup.locks.is_watched(&name) {
+                        continue;
+                    }
+                    listens.remove(&channel);
+                }
                 if !bounded(setup.command_timeout, sink.unsubscribe(channel)).await {
                     break;
                 }
@@ -217,6 +232,27 @@ async fn listen(
     }
     tracing::warn!("event subscription lost; reconnecting");
     Ended::Served
+}
+
+/// Whether anyone here still watches the flow or waits for the lock of `channel`.
+fn watched(setup: &Setup, channel: &str) -> bool {
+    match (
+        setup.keys.events_flow(channel),
+        setup.keys.lock_name(channel),
+    ) {
+        (Some(flow), _) => setup.hub.is_watched(flow),
+        (_, Some(name)) => setup.locks.is_watched(name),
+        _ => false,
+    }
+}
+
+/// Makes the watchers of `channel` catch up on what they may have missed.
+fn catch_up(setup: &Setup, channel: &str) {
+    if let Some(flow) = setup.keys.events_flow(channel) {
+        setup.hub.resync(flow);
+    } else if let Some(name) = setup.keys.lock_name(channel) {
+        setup.locks.wake(name);
+    }
 }
 
 /// Runs a pub/sub command within `timeout`; whether it succeeded.

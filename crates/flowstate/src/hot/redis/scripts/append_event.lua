@@ -20,12 +20,26 @@ if ARGV[8] == '1' then
   end
 end
 local fresh = redis.call('EXISTS', stream) == 0
-if not fresh and #redis.call('XRANGE', stream, id, id) > 0 then
-  return id
+-- Whether the entry at `at` is this event (its type and payload): ids alone can collide, since
+-- two instances may give two events the same id.
+local function holds(at)
+  local found = redis.call('XRANGE', stream, at, at)
+  return #found > 0 and found[1][2][2] == ARGV[2] and found[1][2][4] == ARGV[3]
+end
+if not fresh then
+  if holds(id) then
+    return id
+  end
+  -- Stored before under another id (below): the same event, not a new one.
+  local moved = redis.call('HGET', meta, 'r:' .. id)
+  if moved and holds(moved) then
+    return moved
+  end
 end
 local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[4], id, 't', ARGV[2], 'p', ARGV[3])
 if type(added) == 'table' and added.err then
   added = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[2], 'p', ARGV[3])
+  redis.call('HSET', meta, 'r:' .. id, added)
 end
 if fresh then
   if redis.call('HGET', meta, 'live') ~= '0' then

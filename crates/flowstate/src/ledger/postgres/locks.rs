@@ -128,11 +128,17 @@ impl LockLedger for PostgresLedger {
         token: &LockToken,
         ttl_ms: u64,
     ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        // FOR SHARE: a move of the authority waits for this refresh, and one after it is seen.
+        let auth = read_authority(&mut tx, "share").await?;
+        if auth.run_id.is_some() {
+            tx.commit().await?;
+            return Ok(None);
+        }
         let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
         let sql = format!(
             "UPDATE lock_leases SET expires_at_ms = {NOW_MS} + $1 \
              WHERE name = $2 AND fence = $3 AND secret = $4 AND expires_at_ms > {NOW_MS} \
-               AND EXISTS (SELECT 1 FROM lock_authority WHERE id = 1 AND run_id IS NULL) \
              RETURNING expires_at_ms"
         );
         let row: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -140,8 +146,9 @@ impl LockLedger for PostgresLedger {
             .bind(name)
             .bind(i64::try_from(token.fence).unwrap_or(i64::MAX))
             .bind(&token.secret)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(row.map(|(e,)| e))
     }
 

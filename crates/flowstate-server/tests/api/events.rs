@@ -687,6 +687,40 @@ async fn outbox_replay_after_redis_restarts_empty() {
     assert_eq!(ns(&[on_b.next().await]), [6]);
 }
 
+/// A client that connects without `Last-Event-ID` while Redis is away starts "now": the events
+/// published after it connected (here by another instance, through its outbox) reach it once
+/// Redis is back, without a reset.
+#[tokio::test]
+async fn fresh_subscriber_during_an_outage_misses_nothing_after_it() {
+    let redis = RedisServer::start().await;
+    let proxy = TcpProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    let a = app_on(format!("redis://127.0.0.1:{}/0", proxy.port)).await;
+    let b = spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await;
+    a.register(json!({"flow_id": "f", "flow_type": "t"})).await;
+    post_event(&a, "f", 0).await;
+
+    proxy.cut();
+    let mut fresh = Sse::open(&b, "f", None).await;
+    for n in 1..=3 {
+        post_event(&a, "f", n).await;
+    }
+    proxy.restore();
+    wait_until_redis_serves(&a).await;
+    let frames = fresh.take(3).await;
+    assert_eq!(
+        frames.iter().map(|f| f.event.as_str()).collect::<Vec<_>>(),
+        ["TICK", "TICK", "TICK"],
+        "no reset"
+    );
+    assert_eq!(ns(&frames), [1, 2, 3]);
+    assert!(
+        fresh
+            .next_within(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+}
+
 /// Bad input gets a clear error.
 async fn bad_input(backend: Backend) {
     let app = spawn_app_with(backend, |c| c.events.max_event_bytes = 1024).await;

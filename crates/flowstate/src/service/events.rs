@@ -171,14 +171,21 @@ impl Flowstate {
             queue: VecDeque::new(),
             ended: false,
             unsynced_since: None,
+            soft_anchor: false,
             registration,
         };
         if after.is_none() {
-            // Anchor at the stream's top, so that a later resync knows where "live" began.
-            if let Ok(history) = self.hot().history(flow_id, None).await {
-                sub.cursor = history.top;
-                sub.floor = history.top;
+            // Anchor at the stream's top, so that a later resync knows where "live" began;
+            // when the stream cannot be read (Redis away), at this instant: a stand-in that a
+            // later resync does not take for history the client had.
+            match self.hot().history(flow_id, None).await {
+                Ok(history) => sub.cursor = history.top,
+                Err(_) => {
+                    sub.cursor = Some(self.inner.event_ids.next());
+                    sub.soft_anchor = true;
+                }
             }
+            sub.floor = sub.cursor;
             sub.synced = true;
         } else {
             sub.sync().await;
@@ -204,6 +211,9 @@ pub struct Subscription {
     ended: bool,
     /// When the subscription last found itself behind (for [`OUTBOX_PATIENCE`]).
     unsynced_since: Option<Instant>,
+    /// Whether the cursor is only the time the subscription started (the stream could not be
+    /// read then), not a position in the stream.
+    soft_anchor: bool,
     registration: Registration,
 }
 
@@ -282,6 +292,14 @@ impl Subscription {
         else {
             return false;
         };
+        // From a stand-in anchor, the kept events after it are exactly what was missed when
+        // the history reaches back to it; a reset only when it does not (trimmed past).
+        let soft = std::mem::take(&mut self.soft_anchor);
+        let reset = reset
+            && !(soft
+                && self
+                    .cursor
+                    .is_some_and(|c| events.first().is_none_or(|e| e.id <= c)));
         if reset {
             metrics::counter!("flowstate_sse_resets_total").increment(1);
             self.queue.push_back(Delivery::Reset { epoch });

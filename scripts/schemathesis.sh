@@ -2,8 +2,9 @@
 # Checks the API against its own contract: starts an embedded server (fresh SQLite, in-process
 # hot tier) on a free port and runs schemathesis (PyPI) against its /openapi.json for a bounded
 # time with the checks not_a_server_error (no 5xx) and response_schema_conformance (every
-# response matches its documented schema). Any finding fails the run. Lock waits are capped at
-# 2 s there: a fuzzed wait_ms on a held lock would otherwise outlast the 10 s request timeout.
+# response matches its documented schema). Any finding fails the run. Lock and agent-cache waits
+# are capped at 2 s there: a fuzzed wait_ms on a held lock or lease would otherwise outlast the
+# 10 s request timeout.
 #
 #   scripts/schemathesis.sh [seconds, default 90]
 #
@@ -29,7 +30,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 tmp=$(mktemp -d)
 env -u REDIS_URL -u DATABASE_URL -u FLOWSTATE_CONFIG \
   DATABASE_URL="sqlite://$tmp/flowstate.db" FLOWSTATE_LISTEN="127.0.0.1:$port" RUST_LOG=error \
-  FLOWSTATE_LOCKS__MAX_WAIT_MS=2000 \
+  FLOWSTATE_LOCKS__MAX_WAIT_MS=2000 FLOWSTATE_AGENT_CACHE__MAX_WAIT_MS=2000 \
   target/debug/flowstate serve >"$tmp/server.log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT

@@ -120,6 +120,9 @@ pub struct AgentCacheConfig {
     pub l1_ttl_ms: u64,
     /// Bytes of results the L1 keeps at most (`FLOWSTATE_AGENT_CACHE__L1_MAX_BYTES`).
     pub l1_max_bytes: u64,
+    /// Longest `wait_ms` a lookup may wait for another caller's result
+    /// (`FLOWSTATE_AGENT_CACHE__MAX_WAIT_MS`).
+    pub max_wait_ms: u64,
 }
 
 impl Default for AgentCacheConfig {
@@ -128,6 +131,7 @@ impl Default for AgentCacheConfig {
             l1: false,
             l1_ttl_ms: 1000,
             l1_max_bytes: 64 * 1024 * 1024,
+            max_wait_ms: 60_000,
         }
     }
 }
@@ -452,6 +456,12 @@ impl Config {
             return bad(format!(
                 "agent_cache.l1_ttl_ms (FLOWSTATE_AGENT_CACHE__L1_TTL_MS) must be within 1..=60000, got {}",
                 self.agent_cache.l1_ttl_ms
+            ));
+        }
+        if self.agent_cache.max_wait_ms > 600_000 {
+            return bad(format!(
+                "agent_cache.max_wait_ms (FLOWSTATE_AGENT_CACHE__MAX_WAIT_MS) must be at most 600000, got {}",
+                self.agent_cache.max_wait_ms
             ));
         }
         let ev = &self.events;

@@ -29,16 +29,14 @@ pub struct CacheLookup {
     #[schema(minimum = 1, maximum = 600_000)]
     pub lease_ms: Option<u64>,
     /// With `lease_ms`, while another caller holds the lease, wait this long for its result
-    /// (answered as a hit) or for the lease to expire (then this caller may take it).
-    #[schema(minimum = 0, maximum = 60_000)]
+    /// (answered as a hit) or for the lease to expire (then this caller may take it); at most
+    /// `agent_cache.max_wait_ms` (60000 by default).
+    #[schema(minimum = 0)]
     pub wait_ms: Option<u64>,
 }
 
 /// Longest lease a lookup may take.
 pub const MAX_LEASE_MS: u64 = 600_000;
-
-/// Longest a lookup may wait for another caller's result.
-pub const MAX_WAIT_MS: u64 = 60_000;
 
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq)]

@@ -32,7 +32,7 @@ use crate::config::AgentCacheConfig;
 use crate::error::{Error, Result};
 use crate::model::agent_cache::{
     CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, LeasedLookup, Lookup,
-    MAX_LEASE_MS, MAX_WAIT_MS, entry_hash, hash_matches, validate_pattern,
+    MAX_LEASE_MS, entry_hash, hash_matches, validate_pattern,
 };
 use crate::model::{ids, now};
 
@@ -173,9 +173,10 @@ impl Flowstate {
                 "lease_ms must be within 1..={MAX_LEASE_MS}"
             )));
         }
-        if req.wait_ms.is_some_and(|w| w > MAX_WAIT_MS) {
+        let max_wait = self.config().agent_cache.max_wait_ms;
+        if req.wait_ms.is_some_and(|w| w > max_wait) {
             return Err(Error::InvalidInput(format!(
-                "wait_ms must be within 0..={MAX_WAIT_MS}"
+                "wait_ms must be within 0..={max_wait} (agent_cache.max_wait_ms)"
             )));
         }
         if req.wait_ms.is_some() && req.lease_ms.is_none() {

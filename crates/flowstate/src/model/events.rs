@@ -225,6 +225,20 @@ pub struct SseConnection {
     pub resumed_from: Option<String>,
 }
 
+/// The connections of `flow_id` among `conns`, oldest first.
+pub fn connections_of<'a>(
+    conns: impl IntoIterator<Item = &'a SseConnection>,
+    flow_id: &str,
+) -> Vec<SseConnection> {
+    let mut listed: Vec<SseConnection> = conns
+        .into_iter()
+        .filter(|c| c.flow_id == flow_id)
+        .cloned()
+        .collect();
+    listed.sort_by_key(|c| c.connected_at);
+    listed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::sync::{Mutex, Weak};
 
 use super::{Flowstate, Inner};
 use crate::error::Result;
-use crate::model::events::{EventId, SseConnection};
+use crate::model::events::{EventId, SseConnection, connections_of};
 use crate::model::ids;
 
 /// This instance's open connections.
@@ -103,16 +103,10 @@ impl Flowstate {
             listed.sort_by_key(|c| c.connected_at);
             return Ok(listed);
         }
-        let mut local: Vec<SseConnection> = self
-            .inner
-            .connections
-            .lock()
-            .values()
-            .filter(|c| c.flow_id == flow_id)
-            .cloned()
-            .collect();
-        local.sort_by_key(|c| c.connected_at);
-        Ok(local)
+        Ok(connections_of(
+            self.inner.connections.lock().values(),
+            flow_id,
+        ))
     }
 }
 

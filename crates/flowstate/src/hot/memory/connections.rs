@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::MemoryHot;
 use crate::hot::{ConnectionHot, HotResult};
-use crate::model::events::SseConnection;
+use crate::model::events::{SseConnection, connections_of};
 
 /// Open connections by id.
 #[derive(Default)]
@@ -42,14 +42,6 @@ impl ConnectionHot for MemoryHot {
     }
 
     async fn connections(&self, flow_id: &str) -> HotResult<Vec<SseConnection>> {
-        let mut listed: Vec<SseConnection> = self
-            .connections
-            .lock()
-            .values()
-            .filter(|c| c.flow_id == flow_id)
-            .cloned()
-            .collect();
-        listed.sort_by_key(|c| c.connected_at);
-        Ok(listed)
+        Ok(connections_of(self.connections.lock().values(), flow_id))
     }
 }

@@ -16,14 +16,26 @@ const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGIN
 
 type Row = (i64, Option<String>, i64, i64);
 
-async fn read_authority(tx: &mut Transaction<'_, Postgres>, lock: &str) -> Result<LockAuthority> {
+/// How the authority row is locked for the rest of the transaction.
+#[derive(Clone, Copy)]
+enum RowLock {
+    /// Lease statements: a move waits for them, and those after a move see it.
+    Share,
+    /// A move.
+    Update,
+}
+
+async fn read_authority(
+    tx: &mut Transaction<'_, Postgres>,
+    lock: RowLock,
+) -> Result<LockAuthority> {
     let sql = match lock {
-        "share" => {
+        RowLock::Share => {
             "SELECT generation, run_id, grant_from_ms, \
              CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
              FROM lock_authority WHERE id = 1 FOR SHARE"
         }
-        _ => {
+        RowLock::Update => {
             "SELECT generation, run_id, grant_from_ms, \
              CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
              FROM lock_authority WHERE id = 1 FOR UPDATE"
@@ -38,7 +50,7 @@ async fn read_authority(tx: &mut Transaction<'_, Postgres>, lock: &str) -> Resul
 impl LockLedger for PostgresLedger {
     async fn lock_authority(&self) -> Result<LockAuthority> {
         let mut tx = self.pool.begin().await?;
-        let current = read_authority(&mut tx, "share").await?;
+        let current = read_authority(&mut tx, RowLock::Share).await?;
         tx.commit().await?;
         Ok(current)
     }
@@ -50,7 +62,7 @@ impl LockLedger for PostgresLedger {
         quarantine_ms: u64,
     ) -> Result<(LockAuthority, bool)> {
         let mut tx = self.pool.begin().await?;
-        let current = read_authority(&mut tx, "update").await?;
+        let current = read_authority(&mut tx, RowLock::Update).await?;
         let moves = current.generation == seen_generation;
         let moved = if moves {
             let generation = i64::try_from(seen_generation).unwrap_or(i64::MAX);
@@ -79,7 +91,7 @@ impl LockLedger for PostgresLedger {
 
     async fn acquire_lease(&self, name: &str, secret: &str, ttl_ms: u64) -> Result<LeaseOutcome> {
         let mut tx = self.pool.begin().await?;
-        let auth = read_authority(&mut tx, "share").await?;
+        let auth = read_authority(&mut tx, RowLock::Share).await?;
         let now = auth.now_ms;
         if auth.generation == 0 || auth.run_id.is_some() || now < auth.grant_from_ms {
             tx.commit().await?;
@@ -130,7 +142,7 @@ impl LockLedger for PostgresLedger {
     ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
         // FOR SHARE: a move of the authority waits for this refresh, and one after it is seen.
-        let auth = read_authority(&mut tx, "share").await?;
+        let auth = read_authority(&mut tx, RowLock::Share).await?;
         if auth.run_id.is_some() {
             tx.commit().await?;
             return Ok(None);

@@ -51,8 +51,6 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct LocksConfig {
     /// Longest `ttl_ms` a lock may be granted or refreshed for (`FLOWSTATE_LOCKS__MAX_TTL_MS`).
-    /// Also how long nothing is granted after Redis lost its locks (restarted, failed over):
-    /// locks it granted may live that long.
     pub max_ttl_ms: u64,
     /// Longest `wait_ms` a request may wait for a held lock (`FLOWSTATE_LOCKS__MAX_WAIT_MS`).
     pub max_wait_ms: u64,
@@ -60,6 +58,14 @@ pub struct LocksConfig {
     /// it cannot hear of (another process on SQLite, a lost message)
     /// (`FLOWSTATE_LOCKS__POLL_MAX_MS`).
     pub poll_max_ms: u64,
+    /// How far beyond the lock being granted the horizon is extended, the bound on every
+    /// Redis lock's expiry that the ledger records (`FLOWSTATE_LOCKS__HORIZON_STEP_MS`): at most
+    /// one ledger write per step per instance while locks are used; after Redis is lost,
+    /// nothing is granted until up to this much after the longest lock granted just before.
+    pub horizon_step_ms: u64,
+    /// How long Redis must stay unreachable (its breaker open) before locks fall back to the
+    /// ledger's leases; until then they answer 503 (`FLOWSTATE_LOCKS__FALLBACK_AFTER_MS`).
+    pub fallback_after_ms: u64,
 }
 
 impl Default for LocksConfig {
@@ -68,6 +74,8 @@ impl Default for LocksConfig {
             max_ttl_ms: 300_000,
             max_wait_ms: 30_000,
             poll_max_ms: 250,
+            horizon_step_ms: 10_000,
+            fallback_after_ms: 3_000,
         }
     }
 }
@@ -481,10 +489,16 @@ impl Config {
         if !(1..=86_400_000).contains(&locks.max_ttl_ms)
             || locks.max_wait_ms > 600_000
             || !(1..=60_000).contains(&locks.poll_max_ms)
+            || !(100..=600_000).contains(&locks.horizon_step_ms)
+            || locks.fallback_after_ms > 600_000
         {
             return bad(format!(
-                "locks: max_ttl_ms must be within 1..=86400000 (a day: it is also the quarantine), max_wait_ms at most 600000 and poll_max_ms within 1..=60000 (got {}, {}, {})",
-                locks.max_ttl_ms, locks.max_wait_ms, locks.poll_max_ms
+                "locks: max_ttl_ms must be within 1..=86400000 (a day), max_wait_ms at most 600000, poll_max_ms within 1..=60000, horizon_step_ms within 100..=600000 and fallback_after_ms at most 600000 (got {}, {}, {}, {}, {})",
+                locks.max_ttl_ms,
+                locks.max_wait_ms,
+                locks.poll_max_ms,
+                locks.horizon_step_ms,
+                locks.fallback_after_ms
             ));
         }
         if self.redis.max_connections == 0 {

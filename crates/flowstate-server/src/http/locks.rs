@@ -50,7 +50,7 @@ async fn acquire(
     params(LockNameParam), request_body = RefreshRequest,
     responses(
         (status = 200, description = "Extended; the fencing token is the grant's", body = LockGrant),
-        (status = 409, description = "Not held under this token: wrong, expired or released (`lock_not_held`)", body = ErrorBody),
+        (status = 409, description = "Not held under this token: wrong, expired or released, or granted by a Redis that locks have since moved away from (it lapses there at its expiry) (`lock_not_held`)", body = ErrorBody),
     ))]
 async fn refresh(
     State(fs): State<Flowstate>,

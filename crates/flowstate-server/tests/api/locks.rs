@@ -358,3 +358,77 @@ async fn shared_counter_across_redis_restarted_empty() {
         "a new generation after the restart: {before} -> {after}"
     );
 }
+
+/// Redis goes away for a while: after `locks.fallback_after_ms` locks move to the ledger's
+/// leases, which grant once every lock Redis granted has lapsed (its horizon), and the counter
+/// keeps advancing while Redis is down; Redis comes back empty while a lease holder is inside
+/// its critical section and locks return to it (the live leases copied over): exact counter, fencing tokens only growing, across both
+/// switches. Both instances share the SQLite ledger, as instances of one deployment would.
+#[tokio::test]
+async fn shared_counter_across_a_redis_outage() {
+    let mut redis = RedisServer::start().await;
+    let url = redis.url();
+    let a = spawn_app_with(Backend::RedisSqlite, |c| {
+        c.redis.url = Some(url.clone());
+        c.redis.command_timeout_ms = 200;
+        c.redis.connect_timeout_ms = 200;
+        c.redis.reconnect_max_delay_ms = 200;
+        c.locks.max_ttl_ms = 2000;
+        c.locks.poll_max_ms = 20;
+        c.locks.horizon_step_ms = 500;
+        c.locks.fallback_after_ms = 300;
+    })
+    .await;
+    let b = spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await;
+    let apps = [Arc::new(a), Arc::new(b)];
+    let guarded = Arc::new(Guarded::default());
+    let handles = run_workers(&apps, &guarded, 60).await;
+    while guarded.counter.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Away while a holder is inside its critical section.
+    guarded.slow.store(true, Ordering::SeqCst);
+    guarded.in_slow.notified().await;
+    let port = redis.port;
+    redis.kill();
+    let at_kill = guarded.counter.load(Ordering::SeqCst);
+    let fence_at_kill = *guarded.highest_fence.lock().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while guarded.counter.load(Ordering::SeqCst) < at_kill + 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress on the ledger's leases while Redis is down: {} after {at_kill}",
+            guarded.counter.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fence_on_ledger = *guarded.highest_fence.lock().unwrap();
+    assert!(
+        fence_on_ledger >> 32 > fence_at_kill >> 32,
+        "the ledger grants in a later generation: {fence_at_kill} -> {fence_on_ledger}"
+    );
+    // Back while a lease holder is inside its critical section: its lease must be copied.
+    guarded.slow.store(true, Ordering::SeqCst);
+    guarded.in_slow.notified().await;
+    let redis = RedisServer::start_on(port).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1200);
+    // Locks are back on Redis: a grant lives there.
+    let app = &apps[0];
+    let grant = acquire(app, "after", json!({"ttl_ms": 2000, "wait_ms": 5000})).await;
+    assert_eq!(grant.status, StatusCode::OK, "{}", grant.body);
+    assert!(fence(&grant.body) >> 32 > fence_on_ledger >> 32);
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let held: Option<String> = redis::cmd("GET")
+        .arg(app.key("orchestrator:locks:{after}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(held.as_deref(), grant.body["token"].as_str());
+}

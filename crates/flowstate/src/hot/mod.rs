@@ -43,6 +43,7 @@ use async_trait::async_trait;
 
 use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
 use crate::model::events::{Event, EventId, History, SseConnection};
+use crate::model::locks::LiveLease;
 use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
 pub use self::fanout::{Live, LiveEvent, LockWatch, Watch};
@@ -304,6 +305,15 @@ pub trait LockHot: Send + Sync + 'static {
 
     /// Releases `name` if `token` holds it (and wakes its waiters everywhere); false if not.
     async fn release_lock(&self, name: &str, token: &str) -> HotResult<bool>;
+
+    /// The `run_id` of the Redis process that answers (what a first grantor is named by).
+    async fn run_id(&self) -> HotResult<String>;
+
+    /// Copies the ledger's live leases into Redis under their owner tokens, each for at
+    /// least its remaining time (from `ledger_now_ms`) and its fencing token as the name's
+    /// last unless a later one is there, in one round trip per batch. Returns the `run_id`
+    /// of the process that holds them all (an error if it changed midway).
+    async fn mirror_locks(&self, leases: &[LiveLease], ledger_now_ms: i64) -> HotResult<String>;
 }
 
 /// How a lock's waiters learn that it was released.

@@ -32,7 +32,10 @@ use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::error::Result;
 use crate::model::events::Event;
-use crate::model::locks::{LeaseOutcome, LockAuthority, LockToken};
+use crate::model::locks::{
+    AuthorityChange, AuthorityTiming, LeaseChange, LeaseOutcome, LiveLease, LockAuthority,
+    LockToken,
+};
 use crate::model::{
     DeletedFlow, DocKind, Document, FallbackRecord, Flow, FlowFilter, Invalidation, Owner,
     Snapshot, TakenSnapshot, Transition,
@@ -190,33 +193,35 @@ pub trait LockLedger: Send + Sync + 'static {
     /// The lock authority as it stands.
     async fn lock_authority(&self) -> Result<LockAuthority>;
 
-    /// Hands lock granting to the Redis process `run_id` (or, with `None`, to the ledger's
-    /// leases) under a new generation, unless the authority changed since the caller saw
-    /// `seen_generation`; either way returns the authority as it then stands, and whether this
-    /// call moved it. Unless nobody has granted yet, nothing is granted for `quarantine_ms`:
-    /// the earlier grantor's locks may live that long.
-    async fn move_lock_authority(
+    /// Applies `change` (see [`LockAuthority::after`]) unless the authority changed since the
+    /// caller saw `seen_generation` or the change does not apply to it; either way returns
+    /// the authority as it then stands, and whether this call changed it. Waits for the lease
+    /// statements in flight, and those after it see the change.
+    async fn change_lock_authority(
         &self,
         seen_generation: u64,
-        run_id: Option<&str>,
-        quarantine_ms: u64,
+        change: &AuthorityChange,
+        timing: AuthorityTiming,
     ) -> Result<(LockAuthority, bool)>;
 
     /// Grants `name` for `ttl_ms` under `secret` if the ledger grants locks now and the name
     /// is free.
     async fn acquire_lease(&self, name: &str, secret: &str, ttl_ms: u64) -> Result<LeaseOutcome>;
 
-    /// Extends `name` to `ttl_ms` from now if `token` holds it; its new expiry (ledger ms), or
-    /// `None` if not held.
+    /// Extends `name` to `ttl_ms` from now if `token` holds it and the ledger grants locks.
     async fn refresh_lease(
         &self,
         name: &str,
         token: &LockToken,
         ttl_ms: u64,
-    ) -> Result<Option<i64>>;
+    ) -> Result<LeaseChange>;
 
-    /// Releases `name` if `token` holds it; false if not.
-    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<bool>;
+    /// Releases `name` if `token` holds it and the ledger grants locks.
+    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<LeaseChange>;
+
+    /// Every lease that has not lapsed, with the ledger's clock; read while the authority is
+    /// draining, so none changes meanwhile.
+    async fn live_leases(&self) -> Result<(Vec<LiveLease>, i64)>;
 }
 
 /// The whole system of record: every capability, plus health.

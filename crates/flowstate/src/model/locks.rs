@@ -109,19 +109,207 @@ impl FromStr for LockToken {
     }
 }
 
-/// Who grants locks, as the ledger records it (one row).
+/// Who grants locks now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// The Redis process the authority names.
+    Redis,
+    /// The ledger's leases (embedded, or while Redis is unreachable).
+    Ledger,
+    /// Leases are being handed back to Redis: nothing is granted, refreshed or released
+    /// until the hand-over ends (milliseconds) or its deadline passes.
+    Draining,
+}
+
+impl LockMode {
+    /// As the ledger stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Redis => "redis",
+            LockMode::Ledger => "ledger",
+            LockMode::Draining => "draining",
+        }
+    }
+
+    /// From the ledger's column; an unknown value reads as draining, which grants nothing.
+    pub fn parse(s: &str) -> LockMode {
+        match s {
+            "redis" => LockMode::Redis,
+            "ledger" => LockMode::Ledger,
+            _ => LockMode::Draining,
+        }
+    }
+}
+
+/// Who grants locks, as the ledger records it (one row). Every change of grantor starts a new
+/// generation; the horizon is what makes a change safe: Redis grants (and refreshes) only
+/// locks that lapse before it, extending it in the ledger ahead of need, so the ledger can
+/// take over as soon as the horizon has passed instead of waiting out the longest TTL allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockAuthority {
     /// The fencing generation: tokens granted now are above `generation * 2^32`. 0: nobody
     /// has granted yet.
     pub generation: u64,
-    /// The Redis process (its `run_id`) that grants, or `None`: the ledger's leases do.
+    /// Who grants.
+    pub mode: LockMode,
+    /// The Redis process (its `run_id`) that grants in [`LockMode::Redis`]; otherwise the
+    /// last one that did, if any.
     pub run_id: Option<String>,
     /// Nothing is granted before this (ledger-clock ms since the epoch): an earlier grantor's
     /// locks may live until then.
     pub grant_from_ms: i64,
+    /// [`LockMode::Redis`]: every lock Redis granted lapses by then (ledger-clock ms).
+    /// [`LockMode::Draining`]: when the hand-over may be abandoned.
+    pub horizon_ms: i64,
     /// The ledger's clock when this was read.
     pub now_ms: i64,
+}
+
+/// A change of the lock authority, asked of the ledger against the generation the caller saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorityChange {
+    /// Leases grant: the first grantor without Redis, or Redis is unreachable (from the
+    /// horizon on), or a hand-over back to Redis is abandoned (by its drainer, or by anyone
+    /// once its deadline has passed).
+    ToLedger,
+    /// The Redis process `run_id` grants: the first grantor, or the one before lost its locks
+    /// (restarted empty, failed over; from the horizon on).
+    ToRedis {
+        /// The process.
+        run_id: String,
+    },
+    /// Starts handing the live leases to Redis (after the ledger's own start).
+    Drain {
+        /// How long the hand-over may take before another instance may abandon it.
+        deadline_ms: u64,
+    },
+    /// Ends a hand-over: the Redis process `run_id`, which now holds every live lease, grants.
+    Return {
+        /// The process the leases were copied to.
+        run_id: String,
+        /// When the last copied lease lapses (ledger clock).
+        until_ms: i64,
+    },
+    /// Lets Redis grant locks lasting `need_ms` from now: the horizon moves to at least
+    /// `now + need_ms + step`, so this is written about once per step while locks are used.
+    Extend {
+        /// The longest lock about to be granted or refreshed, plus the command timeout.
+        need_ms: u64,
+    },
+}
+
+/// How far a horizon extension reaches beyond the need, and the margin a move to the ledger
+/// adds to the horizon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthorityTiming {
+    /// `locks.horizon_step_ms`.
+    pub step_ms: u64,
+    /// Added to the horizon when the ledger takes over.
+    pub margin_ms: u64,
+}
+
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl LockAuthority {
+    /// The row after `change` at ledger time `now_ms`, or `None` when the change does not
+    /// apply (the generation moved on since `seen_generation`, or the mode does not allow it).
+    pub fn after(
+        &self,
+        seen_generation: u64,
+        change: &AuthorityChange,
+        now_ms: i64,
+        timing: AuthorityTiming,
+    ) -> Option<LockAuthority> {
+        if self.generation != seen_generation {
+            return None;
+        }
+        let fresh = self.generation == 0;
+        let next = |mode, run_id: Option<String>, grant_from_ms, horizon_ms| LockAuthority {
+            generation: self.generation + 1,
+            mode,
+            run_id,
+            grant_from_ms,
+            horizon_ms,
+            now_ms,
+        };
+        // Every Redis lock lapses by the horizon: from then on another grantor is safe.
+        let after_redis = now_ms.max(self.horizon_ms.saturating_add(ms(timing.margin_ms)));
+        match change {
+            AuthorityChange::ToLedger => {
+                let from = match self.mode {
+                    _ if fresh => now_ms,
+                    LockMode::Redis => after_redis,
+                    // Abandoning a hand-over (the drainer failed, or another instance saw
+                    // its deadline pass): nothing was granted since the leases, which stay.
+                    LockMode::Draining => now_ms,
+                    LockMode::Ledger => return None,
+                };
+                Some(next(LockMode::Ledger, self.run_id.clone(), from, 0))
+            }
+            AuthorityChange::ToRedis { run_id } => {
+                let from = match self.mode {
+                    _ if fresh => now_ms,
+                    LockMode::Redis if self.run_id.as_deref() != Some(run_id) => after_redis,
+                    _ => return None,
+                };
+                Some(next(LockMode::Redis, Some(run_id.clone()), from, from))
+            }
+            AuthorityChange::Drain { deadline_ms } => {
+                let allowed =
+                    self.mode == LockMode::Ledger && !fresh && now_ms >= self.grant_from_ms;
+                allowed.then(|| {
+                    next(
+                        LockMode::Draining,
+                        self.run_id.clone(),
+                        self.grant_from_ms,
+                        now_ms.saturating_add(ms(*deadline_ms)),
+                    )
+                })
+            }
+            AuthorityChange::Return { run_id, until_ms } => {
+                (self.mode == LockMode::Draining).then(|| {
+                    let horizon = (*until_ms).max(now_ms.saturating_add(ms(timing.step_ms)));
+                    next(LockMode::Redis, Some(run_id.clone()), now_ms, horizon)
+                })
+            }
+            AuthorityChange::Extend { need_ms } => (self.mode == LockMode::Redis).then(|| {
+                let horizon = self.horizon_ms.max(
+                    now_ms
+                        .saturating_add(ms(*need_ms))
+                        .saturating_add(ms(timing.step_ms)),
+                );
+                LockAuthority {
+                    horizon_ms: horizon,
+                    now_ms,
+                    ..self.clone()
+                }
+            }),
+        }
+    }
+}
+
+/// A lease the ledger holds now (handed to Redis when it grants again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveLease {
+    /// The lock's name.
+    pub name: String,
+    /// Its owner token.
+    pub token: LockToken,
+    /// When it lapses (ledger clock).
+    pub expires_at_ms: i64,
+}
+
+/// What a lease refresh or release got from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseChange {
+    /// Done; a refresh's new expiry (ledger clock).
+    Done(i64),
+    /// The token holds no lease.
+    NotHeld,
+    /// The ledger does not grant now: the authority as it stands.
+    NotGranting(LockAuthority),
 }
 
 /// What a lease request got from the ledger.
@@ -176,6 +364,143 @@ mod tests {
         ] {
             assert!(bad.parse::<LockToken>().is_err(), "{bad:?}");
         }
+    }
+
+    const TIMING: AuthorityTiming = AuthorityTiming {
+        step_ms: 100,
+        margin_ms: 10,
+    };
+
+    fn row(generation: u64, mode: LockMode, run_id: Option<&str>) -> LockAuthority {
+        LockAuthority {
+            generation,
+            mode,
+            run_id: run_id.map(str::to_string),
+            grant_from_ms: 0,
+            horizon_ms: 5_000,
+            now_ms: 0,
+        }
+    }
+
+    fn redis(run_id: &str) -> AuthorityChange {
+        AuthorityChange::ToRedis {
+            run_id: run_id.into(),
+        }
+    }
+
+    #[test]
+    fn the_first_grantor_starts_at_once() {
+        let fresh = row(0, LockMode::Ledger, None);
+        let to_redis = fresh.after(0, &redis("r1"), 1_000, TIMING).unwrap();
+        assert_eq!(
+            (to_redis.generation, to_redis.mode, to_redis.grant_from_ms),
+            (1, LockMode::Redis, 1_000)
+        );
+        assert_eq!(to_redis.horizon_ms, 1_000, "nothing granted yet");
+        let to_ledger = fresh
+            .after(0, &AuthorityChange::ToLedger, 1_000, TIMING)
+            .unwrap();
+        assert_eq!(
+            (to_ledger.mode, to_ledger.grant_from_ms),
+            (LockMode::Ledger, 1_000)
+        );
+    }
+
+    #[test]
+    fn leaving_redis_waits_for_its_horizon() {
+        let on_redis = row(3, LockMode::Redis, Some("r1"));
+        let ledger = on_redis
+            .after(3, &AuthorityChange::ToLedger, 1_000, TIMING)
+            .unwrap();
+        assert_eq!(ledger.generation, 4);
+        assert_eq!(ledger.grant_from_ms, 5_010, "horizon + margin");
+        assert_eq!(
+            ledger.run_id.as_deref(),
+            Some("r1"),
+            "the last Redis is remembered"
+        );
+        let restarted = on_redis.after(3, &redis("r2"), 1_000, TIMING).unwrap();
+        assert_eq!(
+            (restarted.grant_from_ms, restarted.horizon_ms),
+            (5_010, 5_010)
+        );
+        // Past the horizon: at once.
+        assert_eq!(
+            on_redis
+                .after(3, &redis("r2"), 9_000, TIMING)
+                .unwrap()
+                .grant_from_ms,
+            9_000
+        );
+        assert!(
+            on_redis.after(3, &redis("r1"), 1_000, TIMING).is_none(),
+            "same process"
+        );
+        assert!(
+            on_redis.after(2, &redis("r2"), 1_000, TIMING).is_none(),
+            "stale view"
+        );
+    }
+
+    #[test]
+    fn extending_only_grows_the_horizon_on_redis() {
+        let on_redis = row(3, LockMode::Redis, Some("r1"));
+        let need = |need_ms| AuthorityChange::Extend { need_ms };
+        let ext = on_redis.after(3, &need(2_000), 4_000, TIMING).unwrap();
+        assert_eq!((ext.generation, ext.horizon_ms), (3, 6_100));
+        let kept = on_redis.after(3, &need(10), 0, TIMING).unwrap();
+        assert_eq!(kept.horizon_ms, 5_000, "never shrinks");
+        assert!(
+            row(3, LockMode::Ledger, None)
+                .after(3, &need(10), 0, TIMING)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn returning_to_redis_drains_after_the_ledgers_start() {
+        let mut on_ledger = row(4, LockMode::Ledger, Some("r1"));
+        on_ledger.grant_from_ms = 5_010;
+        let drain = AuthorityChange::Drain { deadline_ms: 50 };
+        assert!(
+            on_ledger.after(4, &drain, 5_000, TIMING).is_none(),
+            "quarantine"
+        );
+        assert!(
+            on_ledger.after(4, &redis("r2"), 6_000, TIMING).is_none(),
+            "only by draining"
+        );
+        let draining = on_ledger.after(4, &drain, 6_000, TIMING).unwrap();
+        assert_eq!(
+            (draining.generation, draining.mode, draining.horizon_ms),
+            (5, LockMode::Draining, 6_050)
+        );
+        let back = AuthorityChange::Return {
+            run_id: "r2".into(),
+            until_ms: 9_000,
+        };
+        let returned = draining.after(5, &back, 6_010, TIMING).unwrap();
+        assert_eq!(
+            (
+                returned.generation,
+                returned.mode,
+                returned.grant_from_ms,
+                returned.horizon_ms
+            ),
+            (6, LockMode::Redis, 6_010, 9_000),
+            "the horizon covers the copied leases"
+        );
+        let abandoned = draining
+            .after(5, &AuthorityChange::ToLedger, 6_010, TIMING)
+            .unwrap();
+        assert_eq!(
+            (abandoned.mode, abandoned.grant_from_ms),
+            (LockMode::Ledger, 6_010)
+        );
+        assert!(
+            on_ledger.after(4, &back, 6_000, TIMING).is_none(),
+            "not draining"
+        );
     }
 
     #[test]

@@ -14,15 +14,26 @@ use async_trait::async_trait;
 use super::RedisHot;
 use crate::hot::fanout::LockWatch;
 use crate::hot::{HotError, HotResult, LockAttempt, LockHot, LockWaitHot};
+use crate::model::locks::LiveLease;
 
 const LOCK_ACQUIRE_SRC: &str = include_str!("scripts/lock_acquire.lua");
 const LOCK_REFRESH_SRC: &str = include_str!("scripts/lock_refresh.lua");
 const LOCK_RELEASE_SRC: &str = include_str!("scripts/lock_release.lua");
+const LOCK_MIRROR_SRC: &str = include_str!("scripts/lock_mirror.lua");
 /// This capability's scripts, loaded at startup.
-pub(super) const SCRIPTS: &[&str] = &[LOCK_ACQUIRE_SRC, LOCK_REFRESH_SRC, LOCK_RELEASE_SRC];
+pub(super) const SCRIPTS: &[&str] = &[
+    LOCK_ACQUIRE_SRC,
+    LOCK_REFRESH_SRC,
+    LOCK_RELEASE_SRC,
+    LOCK_MIRROR_SRC,
+];
 static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_ACQUIRE_SRC));
 static LOCK_REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_REFRESH_SRC));
 static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_RELEASE_SRC));
+static LOCK_MIRROR: LazyLock<Script> = LazyLock::new(|| Script::new(LOCK_MIRROR_SRC));
+
+/// Leases copied per round trip when locks return to Redis.
+const MIRROR_BATCH: usize = 500;
 
 impl RedisHot {
     fn lock_reply_error(&self, name: &str, reply: &Value) -> HotError {
@@ -138,6 +149,56 @@ impl LockHot for RedisHot {
             .arg(token);
         let (released,): (i64,) = self.core.read_pipeline(&pipe, &[LOCK_RELEASE_SRC]).await?;
         Ok(released == 1)
+    }
+
+    async fn run_id(&self) -> HotResult<String> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("INFO").arg("server");
+        let (info,): (String,) = self.core.read_pipeline(&pipe, &[]).await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|r| r.trim().to_string())
+            .ok_or_else(|| HotError::Corrupt {
+                key: "INFO server".into(),
+                reason: "no run_id".into(),
+            })
+    }
+
+    async fn mirror_locks(&self, leases: &[LiveLease], ledger_now_ms: i64) -> HotResult<String> {
+        let mut run_id: Option<String> = None;
+        for batch in leases.chunks(MIRROR_BATCH) {
+            let mut pipe = ::redis::pipe();
+            for lease in batch {
+                let ttl_ms = (lease.expires_at_ms - ledger_now_ms).max(1);
+                pipe.cmd("EVALSHA")
+                    .arg(LOCK_MIRROR.get_hash())
+                    .arg(2)
+                    .arg(self.keys.lock(&lease.name))
+                    .arg(self.keys.lock_fence(&lease.name))
+                    .arg(lease.token.to_string())
+                    .arg(ttl_ms)
+                    .arg(lease.token.fence);
+            }
+            let runs: Vec<String> = self.core.read_pipeline(&pipe, &[LOCK_MIRROR_SRC]).await?;
+            for run in runs {
+                match &run_id {
+                    Some(first) if *first != run => {
+                        return Err(HotError::Corrupt {
+                            key: self.keys.lock(&batch[0].name),
+                            reason: format!(
+                                "Redis changed process while locks were copied to it ({first} -> {run})"
+                            ),
+                        });
+                    }
+                    Some(_) => {}
+                    None => run_id = Some(run),
+                }
+            }
+        }
+        match run_id {
+            Some(run) => Ok(run),
+            None => self.run_id().await,
+        }
     }
 }
 

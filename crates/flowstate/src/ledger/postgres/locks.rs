@@ -1,6 +1,6 @@
 //! The lock authority and lease locks on PostgreSQL. The authority row is read `FOR SHARE` in
-//! every lease statement's transaction and changed `FOR UPDATE`, so a move of the authority
-//! waits for the lease statements in flight, and those after it see it.
+//! every lease statement's transaction and changed `FOR UPDATE`, so a change of the
+//! authority waits for the lease statements in flight, and those after it see it.
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
@@ -8,20 +8,21 @@ use sqlx::{Postgres, Transaction};
 use super::PostgresLedger;
 use crate::error::Result;
 use crate::ledger::LockLedger;
-use crate::ledger::sql::locks::{authority, grant_from};
-use crate::model::locks::{FENCE_SPAN, LeaseOutcome, LockAuthority, LockToken};
+use crate::ledger::sql::locks::{WRITE_AUTHORITY, authority, leases_serve};
+use crate::model::locks::{
+    AuthorityChange, AuthorityTiming, FENCE_SPAN, LeaseChange, LeaseOutcome, LiveLease,
+    LockAuthority, LockToken,
+};
 
 /// The ledger's clock, in ms since the epoch.
 const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
-type Row = (i64, Option<String>, i64, i64);
-
 /// How the authority row is locked for the rest of the transaction.
 #[derive(Clone, Copy)]
 enum RowLock {
-    /// Lease statements: a move waits for them, and those after a move see it.
+    /// Lease statements: a change waits for them, and those after a change see it.
     Share,
-    /// A move.
+    /// A change.
     Update,
 }
 
@@ -31,19 +32,28 @@ async fn read_authority(
 ) -> Result<LockAuthority> {
     let sql = match lock {
         RowLock::Share => {
-            "SELECT generation, run_id, grant_from_ms, \
+            "SELECT generation, mode, run_id, grant_from_ms, horizon_ms, \
              CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
              FROM lock_authority WHERE id = 1 FOR SHARE"
         }
         RowLock::Update => {
-            "SELECT generation, run_id, grant_from_ms, \
+            "SELECT generation, mode, run_id, grant_from_ms, horizon_ms, \
              CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) \
              FROM lock_authority WHERE id = 1 FOR UPDATE"
         }
     };
-    let (generation, run_id, grant_from_ms, now_ms): Row =
-        sqlx::query_as(sql).fetch_one(&mut **tx).await?;
-    Ok(authority(generation, run_id, grant_from_ms, now_ms))
+    let (generation, mode, run_id, grant_from_ms, horizon_ms, now_ms): (
+        i64,
+        String,
+        Option<String>,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(sql).fetch_one(&mut **tx).await?;
+    Ok(authority(
+        (generation, mode, run_id, grant_from_ms, horizon_ms),
+        now_ms,
+    ))
 }
 
 #[async_trait]
@@ -55,45 +65,35 @@ impl LockLedger for PostgresLedger {
         Ok(current)
     }
 
-    async fn move_lock_authority(
+    async fn change_lock_authority(
         &self,
         seen_generation: u64,
-        run_id: Option<&str>,
-        quarantine_ms: u64,
+        change: &AuthorityChange,
+        timing: AuthorityTiming,
     ) -> Result<(LockAuthority, bool)> {
         let mut tx = self.pool.begin().await?;
         let current = read_authority(&mut tx, RowLock::Update).await?;
-        let moves = current.generation == seen_generation;
-        let moved = if moves {
-            let generation = i64::try_from(seen_generation).unwrap_or(i64::MAX);
-            let from = grant_from(generation, current.now_ms, quarantine_ms);
-            sqlx::query(
-                "UPDATE lock_authority SET generation = $1, run_id = $2, grant_from_ms = $3 \
-                 WHERE id = 1",
-            )
-            .bind(generation + 1)
-            .bind(run_id)
-            .bind(from)
+        let Some(next) = current.after(seen_generation, change, current.now_ms, timing) else {
+            tx.commit().await?;
+            return Ok((current, false));
+        };
+        sqlx::query(WRITE_AUTHORITY)
+            .bind(i64::try_from(next.generation).unwrap_or(i64::MAX))
+            .bind(next.mode.as_str())
+            .bind(next.run_id.as_deref())
+            .bind(next.grant_from_ms)
+            .bind(next.horizon_ms)
             .execute(&mut *tx)
             .await?;
-            LockAuthority {
-                generation: seen_generation + 1,
-                run_id: run_id.map(str::to_string),
-                grant_from_ms: from,
-                now_ms: current.now_ms,
-            }
-        } else {
-            current
-        };
         tx.commit().await?;
-        Ok((moved, moves))
+        Ok((next, true))
     }
 
     async fn acquire_lease(&self, name: &str, secret: &str, ttl_ms: u64) -> Result<LeaseOutcome> {
         let mut tx = self.pool.begin().await?;
         let auth = read_authority(&mut tx, RowLock::Share).await?;
         let now = auth.now_ms;
-        if auth.generation == 0 || auth.run_id.is_some() || now < auth.grant_from_ms {
+        if !leases_serve(&auth) {
             tx.commit().await?;
             return Ok(LeaseOutcome::NotGranting(auth));
         }
@@ -139,13 +139,13 @@ impl LockLedger for PostgresLedger {
         name: &str,
         token: &LockToken,
         ttl_ms: u64,
-    ) -> Result<Option<i64>> {
+    ) -> Result<LeaseChange> {
         let mut tx = self.pool.begin().await?;
-        // FOR SHARE: a move of the authority waits for this refresh, and one after it is seen.
+        // FOR SHARE: a change of the authority waits for this refresh, and one after it is seen.
         let auth = read_authority(&mut tx, RowLock::Share).await?;
-        if auth.run_id.is_some() {
+        if !leases_serve(&auth) {
             tx.commit().await?;
-            return Ok(None);
+            return Ok(LeaseChange::NotGranting(auth));
         }
         let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
         let sql = format!(
@@ -161,10 +161,16 @@ impl LockLedger for PostgresLedger {
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(row.map(|(e,)| e))
+        Ok(row.map_or(LeaseChange::NotHeld, |(e,)| LeaseChange::Done(e)))
     }
 
-    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<bool> {
+    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<LeaseChange> {
+        let mut tx = self.pool.begin().await?;
+        let auth = read_authority(&mut tx, RowLock::Share).await?;
+        if !leases_serve(&auth) {
+            tx.commit().await?;
+            return Ok(LeaseChange::NotGranting(auth));
+        }
         let sql = format!(
             "UPDATE lock_leases SET secret = '', expires_at_ms = 0 \
              WHERE name = $1 AND fence = $2 AND secret = $3 AND expires_at_ms > {NOW_MS}"
@@ -173,8 +179,39 @@ impl LockLedger for PostgresLedger {
             .bind(name)
             .bind(i64::try_from(token.fence).unwrap_or(i64::MAX))
             .bind(&token.secret)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        tx.commit().await?;
+        Ok(if done.rows_affected() == 1 {
+            LeaseChange::Done(0)
+        } else {
+            LeaseChange::NotHeld
+        })
+    }
+
+    async fn live_leases(&self) -> Result<(Vec<LiveLease>, i64)> {
+        let mut tx = self.pool.begin().await?;
+        // FOR SHARE: read under the draining authority, which no lease statement changes.
+        let auth = read_authority(&mut tx, RowLock::Share).await?;
+        let sql = format!(
+            "SELECT name, fence, secret, expires_at_ms FROM lock_leases \
+             WHERE expires_at_ms > {NOW_MS}"
+        );
+        let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let leases = rows
+            .into_iter()
+            .map(|(name, fence, secret, expires_at_ms)| LiveLease {
+                name,
+                token: LockToken {
+                    fence: u64::try_from(fence).unwrap_or_default(),
+                    secret,
+                },
+                expires_at_ms,
+            })
+            .collect();
+        Ok((leases, auth.now_ms))
     }
 }

@@ -1,27 +1,33 @@
-//! SQL both ledgers share for locks.
+//! SQL both ledgers share for locks: the authority row's columns and how it is read.
 
-use crate::model::locks::LockAuthority;
+use crate::model::locks::{LockAuthority, LockMode};
+
+/// The authority row's columns, in the order [`authority`] takes them.
+pub(in crate::ledger) const AUTHORITY_COLUMNS: &str =
+    "generation, mode, run_id, grant_from_ms, horizon_ms";
+
+/// The authority row's stored form.
+pub(in crate::ledger) type AuthorityRow = (i64, String, Option<String>, i64, i64);
 
 /// The authority row with the ledger's clock.
-pub(in crate::ledger) fn authority(
-    generation: i64,
-    run_id: Option<String>,
-    grant_from_ms: i64,
-    now_ms: i64,
-) -> LockAuthority {
+pub(in crate::ledger) fn authority(row: AuthorityRow, now_ms: i64) -> LockAuthority {
+    let (generation, mode, run_id, grant_from_ms, horizon_ms) = row;
     LockAuthority {
         generation: u64::try_from(generation).unwrap_or_default(),
+        mode: LockMode::parse(&mode),
         run_id,
         grant_from_ms,
+        horizon_ms,
         now_ms,
     }
 }
 
-/// The new grant_from of a move: now, or after the quarantine when someone granted before.
-pub(in crate::ledger) fn grant_from(generation: i64, now_ms: i64, quarantine_ms: u64) -> i64 {
-    if generation == 0 {
-        now_ms
-    } else {
-        now_ms.saturating_add(i64::try_from(quarantine_ms).unwrap_or(i64::MAX))
-    }
+/// Whether the ledger grants, refreshes and releases leases under `auth` at its `now_ms`.
+pub(in crate::ledger) fn leases_serve(auth: &LockAuthority) -> bool {
+    auth.generation > 0 && auth.mode == LockMode::Ledger && auth.now_ms >= auth.grant_from_ms
 }
+
+/// The UPDATE that writes a changed authority (binds: generation, mode, run_id,
+/// grant_from_ms, horizon_ms).
+pub(in crate::ledger) const WRITE_AUTHORITY: &str = "UPDATE lock_authority SET generation = $1, \
+     mode = $2, run_id = $3, grant_from_ms = $4, horizon_ms = $5 WHERE id = 1";

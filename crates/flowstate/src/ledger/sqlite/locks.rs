@@ -9,8 +9,11 @@ use super::SqliteLedger;
 use super::writer::sql_err;
 use crate::error::Result;
 use crate::ledger::LockLedger;
-use crate::ledger::sql::locks::{authority, grant_from};
-use crate::model::locks::{FENCE_SPAN, LeaseOutcome, LockAuthority, LockToken};
+use crate::ledger::sql::locks::{AUTHORITY_COLUMNS, WRITE_AUTHORITY, authority, leases_serve};
+use crate::model::locks::{
+    AuthorityChange, AuthorityTiming, FENCE_SPAN, LeaseChange, LeaseOutcome, LiveLease,
+    LockAuthority, LockToken,
+};
 
 /// The writer's clock in ms since the epoch (every process sharing a file is on one host).
 fn now_ms() -> i64 {
@@ -20,9 +23,14 @@ fn now_ms() -> i64 {
 
 fn read_authority(conn: &Connection, now: i64) -> Result<LockAuthority> {
     conn.query_row(
-        "SELECT generation, run_id, grant_from_ms FROM lock_authority WHERE id = 1",
+        &format!("SELECT {AUTHORITY_COLUMNS} FROM lock_authority WHERE id = 1"),
         [],
-        |r| Ok(authority(r.get(0)?, r.get(1)?, r.get(2)?, now)),
+        |r| {
+            Ok(authority(
+                (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+                now,
+            ))
+        },
     )
     .map_err(sql_err)
 }
@@ -33,32 +41,32 @@ impl LockLedger for SqliteLedger {
         self.writer.submit(|c| read_authority(c, now_ms())).await
     }
 
-    async fn move_lock_authority(
+    async fn change_lock_authority(
         &self,
         seen_generation: u64,
-        run_id: Option<&str>,
-        quarantine_ms: u64,
+        change: &AuthorityChange,
+        timing: AuthorityTiming,
     ) -> Result<(LockAuthority, bool)> {
-        let run_id = run_id.map(str::to_string);
+        let change = change.clone();
         self.writer
             .submit(move |c| {
                 let now = now_ms();
                 let current = read_authority(c, now)?;
-                let moved = current.generation == seen_generation;
-                if moved {
-                    let generation = i64::try_from(seen_generation).unwrap_or(i64::MAX);
-                    c.execute(
-                        "UPDATE lock_authority SET generation = $1, run_id = $2, grant_from_ms = $3 \
-                         WHERE id = 1",
-                        params![
-                            generation + 1,
-                            run_id,
-                            grant_from(generation, now, quarantine_ms)
-                        ],
-                    )
-                    .map_err(sql_err)?;
-                }
-                Ok((read_authority(c, now)?, moved))
+                let Some(next) = current.after(seen_generation, &change, now, timing) else {
+                    return Ok((current, false));
+                };
+                c.execute(
+                    WRITE_AUTHORITY,
+                    params![
+                        i64::try_from(next.generation).unwrap_or(i64::MAX),
+                        next.mode.as_str(),
+                        next.run_id,
+                        next.grant_from_ms,
+                        next.horizon_ms
+                    ],
+                )
+                .map_err(sql_err)?;
+                Ok((next, true))
             })
             .await
     }
@@ -75,47 +83,91 @@ impl LockLedger for SqliteLedger {
         name: &str,
         token: &LockToken,
         ttl_ms: u64,
-    ) -> Result<Option<i64>> {
+    ) -> Result<LeaseChange> {
         let (name, token) = (name.to_string(), token.clone());
         let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
         self.writer
             .submit(move |c| {
                 let now = now_ms();
-                // A lease outlives no move of the authority: the new grantor ignores it.
-                if read_authority(c, now)?.run_id.is_some() {
-                    return Ok(None);
+                let auth = read_authority(c, now)?;
+                if !leases_serve(&auth) {
+                    return Ok(LeaseChange::NotGranting(auth));
                 }
-                c.query_row(
-                    "UPDATE lock_leases SET expires_at_ms = $1 \
-                     WHERE name = $2 AND fence = $3 AND secret = $4 AND expires_at_ms > $5 \
-                     RETURNING expires_at_ms",
-                    params![
-                        now.saturating_add(ttl),
-                        name,
-                        fence(&token),
-                        token.secret,
-                        now
-                    ],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql_err)
+                let row: Option<i64> = c
+                    .query_row(
+                        "UPDATE lock_leases SET expires_at_ms = $1 \
+                         WHERE name = $2 AND fence = $3 AND secret = $4 AND expires_at_ms > $5 \
+                         RETURNING expires_at_ms",
+                        params![
+                            now.saturating_add(ttl),
+                            name,
+                            fence(&token),
+                            token.secret,
+                            now
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql_err)?;
+                Ok(row.map_or(LeaseChange::NotHeld, LeaseChange::Done))
             })
             .await
     }
 
-    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<bool> {
+    async fn release_lease(&self, name: &str, token: &LockToken) -> Result<LeaseChange> {
         let (name, token) = (name.to_string(), token.clone());
         self.writer
             .submit(move |c| {
+                let now = now_ms();
+                let auth = read_authority(c, now)?;
+                if !leases_serve(&auth) {
+                    return Ok(LeaseChange::NotGranting(auth));
+                }
                 let changed = c
                     .execute(
                         "UPDATE lock_leases SET secret = '', expires_at_ms = 0 \
                          WHERE name = $1 AND fence = $2 AND secret = $3 AND expires_at_ms > $4",
-                        params![name, fence(&token), token.secret, now_ms()],
+                        params![name, fence(&token), token.secret, now],
                     )
                     .map_err(sql_err)?;
-                Ok(changed == 1)
+                Ok(if changed == 1 {
+                    LeaseChange::Done(0)
+                } else {
+                    LeaseChange::NotHeld
+                })
+            })
+            .await
+    }
+
+    async fn live_leases(&self) -> Result<(Vec<LiveLease>, i64)> {
+        self.writer
+            .submit(|c| {
+                let now = now_ms();
+                let mut stmt = c
+                    .prepare(
+                        "SELECT name, fence, secret, expires_at_ms FROM lock_leases \
+                         WHERE expires_at_ms > $1",
+                    )
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![now], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(sql_err)?;
+                let mut leases = Vec::new();
+                for row in rows {
+                    let (name, fence, secret, expires_at_ms): (String, i64, String, i64) =
+                        row.map_err(sql_err)?;
+                    leases.push(LiveLease {
+                        name,
+                        token: LockToken {
+                            fence: u64::try_from(fence).unwrap_or_default(),
+                            secret,
+                        },
+                        expires_at_ms,
+                    });
+                }
+                Ok((leases, now))
             })
             .await
     }
@@ -128,7 +180,7 @@ fn fence(token: &LockToken) -> i64 {
 fn acquire(conn: &Connection, name: &str, secret: &str, ttl_ms: u64) -> Result<LeaseOutcome> {
     let now = now_ms();
     let auth = read_authority(conn, now)?;
-    if auth.generation == 0 || auth.run_id.is_some() || now < auth.grant_from_ms {
+    if !leases_serve(&auth) {
         return Ok(LeaseOutcome::NotGranting(auth));
     }
     let floor = i64::try_from(auth.generation.saturating_mul(FENCE_SPAN)).unwrap_or(i64::MAX);

@@ -2,8 +2,8 @@
 # The whole test suite, on a fresh Debian machine or this one: installs Redis, PostgreSQL and
 # Python with apt-get when they are missing (schemathesis goes into a reusable venv), starts
 # the services when they are not running, then runs every test (schemathesis against the API's
-# OpenAPI document, unit tests, and the API tests against embedded SQLite, Redis + SQLite and
-# Redis + PostgreSQL).
+# OpenAPI document, unit tests, the API tests against embedded SQLite, Redis + SQLite and
+# Redis + PostgreSQL, and the Python client's tests against the real server binary).
 #
 #   scripts/test.sh [extra cargo test args]
 #
@@ -74,3 +74,6 @@ scripts/schemathesis.sh "${SCHEMATHESIS_SECONDS:-90}"
 
 echo "== cargo test"
 cargo test --workspace "$@"
+
+echo "== python client"
+TEST_REDIS_PG=1 scripts/python-client.sh

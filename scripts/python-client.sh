@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${PYCLIENT_VENV:-$HOME/.cache/flowstate-tools/pyclient}"
-TOOLS=(hatchling "httpx>=0.27,<1" "httpx-sse>=0.4,<1" "typing_extensions>=4.6" pytest ruff mypy)
-if ! "$VENV/bin/python" -c "import hatchling, httpx, httpx_sse, pytest, mypy" 2>/dev/null \
+TOOLS=(hatchling "httpx>=0.27,<1" "httpx-sse>=0.4,<1" "typing_extensions>=4.6" pytest ruff mypy
+  "langgraph>=1.0" "langgraph-checkpoint>=4.0,<5" "langgraph-checkpoint-conformance>=0.0.2")
+if ! "$VENV/bin/python" -c "import hatchling, httpx, httpx_sse, pytest, mypy, langgraph.checkpoint.conformance" 2>/dev/null \
   || ! [ -x "$VENV/bin/ruff" ]; then
   echo "== installing the Python client's tools into $VENV"
   python3 -m venv "$VENV"

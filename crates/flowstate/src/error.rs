@@ -41,6 +41,9 @@ pub enum Error {
         /// The snapshot asked for.
         snapshot_id: String,
     },
+    /// The thread has no such checkpoint (or none at all in that namespace).
+    #[error("no checkpoint of thread {0} matches")]
+    CheckpointNotFound(String),
     /// A cache store under a lease that is no longer the caller's (expired and taken over, or
     /// already used); nothing was stored.
     #[error("the lease is no longer held by this token")]
@@ -115,6 +118,7 @@ impl Error {
             Error::ParentNotFound(_) => "parent_not_found",
             Error::DocumentNotFound { code, .. } => code,
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
+            Error::CheckpointNotFound(_) => "checkpoint_not_found",
             Error::SnapshotExists(_) => "snapshot_exists",
             Error::StaleLease => "stale_lease",
             Error::TooLarge(_) => "payload_too_large",

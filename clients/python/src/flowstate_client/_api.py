@@ -274,6 +274,93 @@ def cache_invalidate(agent: str, pattern: str | None) -> Call[int]:
     return Call("DELETE", f"/v1/agent-cache/{_seg(agent)}", _key("deleted"), params=params)
 
 
+# Checkpoints (LangGraph)
+
+
+def _thread(thread_id: str, *rest: str) -> str:
+    return "/".join(["/v1/threads", _seg(thread_id), *(_seg(r) for r in rest)])
+
+
+def put_checkpoint(
+    thread_id: str,
+    checkpoint_id: str,
+    *,
+    checkpoint_ns: str,
+    parent_checkpoint_id: str | None,
+    kind: str,
+    data: str,
+    metadata: t.JSON,
+) -> Call[None]:
+    body = _drop_none(
+        {
+            "checkpoint_ns": checkpoint_ns,
+            "parent_checkpoint_id": parent_checkpoint_id,
+            "type": kind,
+            "checkpoint": data,
+            "metadata": metadata,
+        }
+    )
+    return Call("PUT", _thread(thread_id, "checkpoints", checkpoint_id), _none, json=body)
+
+
+def put_checkpoint_writes(
+    thread_id: str,
+    checkpoint_id: str,
+    *,
+    checkpoint_ns: str,
+    task_id: str,
+    task_path: str,
+    writes: list[t.WriteItem],
+) -> Call[None]:
+    body = {
+        "checkpoint_ns": checkpoint_ns,
+        "task_id": task_id,
+        "task_path": task_path,
+        "writes": writes,
+    }
+    return Call("PUT", _thread(thread_id, "checkpoints", checkpoint_id, "writes"), _none, json=body)
+
+
+def search_checkpoints(
+    *,
+    thread_id: str | None,
+    checkpoint_ns: str | None,
+    checkpoint_id: str | None,
+    before: str | None,
+    limit: int | None,
+    filter: t.JSON | None,
+) -> Call[list[t.CheckpointTuple]]:
+    body = _drop_none(
+        {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+            "before": before,
+            "limit": limit,
+            "filter": filter,
+        }
+    )
+    return Call("POST", "/v1/checkpoints/search", _key("checkpoints"), json=body)
+
+
+def delete_thread(thread_id: str) -> Call[None]:
+    return Call("DELETE", _thread(thread_id), _none)
+
+
+def copy_thread(thread_id: str, target_thread_id: str) -> Call[None]:
+    body = {"target_thread_id": target_thread_id}
+    return Call("POST", _thread(thread_id, "copy"), _none, json=body)
+
+
+def delete_runs(run_ids: list[str]) -> Call[None]:
+    return Call("POST", "/v1/checkpoints/delete-runs", _none, json={"run_ids": run_ids})
+
+
+def prune_threads(thread_ids: list[str], strategy: str) -> Call[None]:
+    body = {"thread_ids": thread_ids, "strategy": strategy}
+    return Call("POST", "/v1/checkpoints/prune", _none, json=body)
+
+
 # Health
 
 

@@ -119,3 +119,32 @@ class SseConnection(TypedDict):
     instance_id: str
     connected_at: str
     resumed_from: NotRequired[str | None]
+
+
+# `type` is the serializer's tag; values are base64.
+class WriteItem(TypedDict):
+    idx: int
+    channel: str
+    type: str
+    value: str
+
+
+class PendingWrite(TypedDict):
+    task_id: str
+    task_path: str
+    idx: int
+    channel: str
+    type: str
+    value: str
+
+
+class CheckpointTuple(TypedDict):
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    type: str
+    checkpoint: str
+    metadata: JSON
+    created_at: str
+    pending_writes: list[PendingWrite]

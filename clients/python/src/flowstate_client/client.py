@@ -316,6 +316,87 @@ class Client:
 
         return cached(self, agent, lease_ms=lease_ms, wait_ms=wait_ms)
 
+    # Checkpoints (LangGraph; `flowstate_client.langgraph.FlowstateSaver` is the saver)
+
+    def put_checkpoint(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        *,
+        kind: str,
+        data: str,
+        metadata: t.JSON,
+        checkpoint_ns: str = "",
+        parent_checkpoint_id: str | None = None,
+    ) -> None:
+        """Stores a checkpoint: `kind` and base64 `data` are the serializer's output."""
+        self._send(
+            _api.put_checkpoint(
+                thread_id,
+                checkpoint_id,
+                checkpoint_ns=checkpoint_ns,
+                parent_checkpoint_id=parent_checkpoint_id,
+                kind=kind,
+                data=data,
+                metadata=metadata,
+            )
+        )
+
+    def put_checkpoint_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: list[t.WriteItem],
+        *,
+        task_id: str,
+        task_path: str = "",
+        checkpoint_ns: str = "",
+    ) -> None:
+        self._send(
+            _api.put_checkpoint_writes(
+                thread_id,
+                checkpoint_id,
+                checkpoint_ns=checkpoint_ns,
+                task_id=task_id,
+                task_path=task_path,
+                writes=writes,
+            )
+        )
+
+    def search_checkpoints(
+        self,
+        *,
+        thread_id: str | None = None,
+        checkpoint_ns: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        filter: t.JSON | None = None,
+    ) -> list[t.CheckpointTuple]:
+        """Checkpoints newest first, with their pending writes."""
+        return self._send(
+            _api.search_checkpoints(
+                thread_id=thread_id,
+                checkpoint_ns=checkpoint_ns,
+                checkpoint_id=checkpoint_id,
+                before=before,
+                limit=limit,
+                filter=filter,
+            )
+        )
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._send(_api.delete_thread(thread_id))
+
+    def copy_thread(self, thread_id: str, target_thread_id: str) -> None:
+        self._send(_api.copy_thread(thread_id, target_thread_id))
+
+    def delete_runs(self, run_ids: list[str]) -> None:
+        self._send(_api.delete_runs(run_ids))
+
+    def prune_threads(self, thread_ids: list[str], strategy: str = "keep_latest") -> None:
+        self._send(_api.prune_threads(thread_ids, strategy))
+
     # Health
 
     def health(self) -> t.JSON:
@@ -546,6 +627,83 @@ class AsyncClient:
         from .cache import acached
 
         return acached(self, agent, lease_ms=lease_ms, wait_ms=wait_ms)
+
+    async def put_checkpoint(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        *,
+        kind: str,
+        data: str,
+        metadata: t.JSON,
+        checkpoint_ns: str = "",
+        parent_checkpoint_id: str | None = None,
+    ) -> None:
+        await self._send(
+            _api.put_checkpoint(
+                thread_id,
+                checkpoint_id,
+                checkpoint_ns=checkpoint_ns,
+                parent_checkpoint_id=parent_checkpoint_id,
+                kind=kind,
+                data=data,
+                metadata=metadata,
+            )
+        )
+
+    async def put_checkpoint_writes(
+        self,
+        thread_id: str,
+        checkpoint_id: str,
+        writes: list[t.WriteItem],
+        *,
+        task_id: str,
+        task_path: str = "",
+        checkpoint_ns: str = "",
+    ) -> None:
+        await self._send(
+            _api.put_checkpoint_writes(
+                thread_id,
+                checkpoint_id,
+                checkpoint_ns=checkpoint_ns,
+                task_id=task_id,
+                task_path=task_path,
+                writes=writes,
+            )
+        )
+
+    async def search_checkpoints(
+        self,
+        *,
+        thread_id: str | None = None,
+        checkpoint_ns: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        limit: int | None = None,
+        filter: t.JSON | None = None,
+    ) -> list[t.CheckpointTuple]:
+        return await self._send(
+            _api.search_checkpoints(
+                thread_id=thread_id,
+                checkpoint_ns=checkpoint_ns,
+                checkpoint_id=checkpoint_id,
+                before=before,
+                limit=limit,
+                filter=filter,
+            )
+        )
+
+    async def delete_thread(self, thread_id: str) -> None:
+        await self._send(_api.delete_thread(thread_id))
+
+    async def copy_thread(self, thread_id: str, target_thread_id: str) -> None:
+        await self._send(_api.copy_thread(thread_id, target_thread_id))
+
+    async def delete_runs(self, run_ids: list[str]) -> None:
+        await self._send(_api.delete_runs(run_ids))
+
+    async def prune_threads(self, thread_ids: list[str], strategy: str = "keep_latest") -> None:
+        await self._send(_api.prune_threads(thread_ids, strategy))
 
     async def health(self) -> t.JSON:
         return await self._send(_api.health())

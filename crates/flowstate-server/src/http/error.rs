@@ -52,7 +52,8 @@ impl From<flowstate::Error> for ApiError {
             E::FlowNotFound(_)
             | E::ParentNotFound(_)
             | E::DocumentNotFound { .. }
-            | E::SnapshotNotFound { .. } => StatusCode::NOT_FOUND,
+            | E::SnapshotNotFound { .. }
+            | E::CheckpointNotFound(_) => StatusCode::NOT_FOUND,
             E::FlowExists(_)
             | E::HasChildren(_)
             | E::StaleTransition { .. }

@@ -4,6 +4,7 @@
 //! ([`openapi`]). The handlers are thin: parse, call [`Flowstate`], map errors (`error`).
 
 mod agent_cache;
+mod checkpoints;
 mod documents;
 pub mod error;
 mod events;
@@ -71,6 +72,7 @@ fn api() -> OpenApiRouter<Flowstate> {
         .merge(transitions::routes())
         .merge(documents::routes())
         .merge(snapshots::routes())
+        .merge(checkpoints::routes())
         .merge(events::routes())
         .merge(locks::routes())
         .merge(agent_cache::routes())
@@ -120,6 +122,7 @@ pub fn router(service: Flowstate) -> Router {
         (name = "transitions", description = "Compare-and-set status transitions and their history"),
         (name = "documents", description = "A flow's state, phase states and per-flow agent results"),
         (name = "snapshots", description = "Snapshots with lineage, restore and fork"),
+        (name = "checkpoints", description = "LangGraph checkpoints stored natively: what a checkpoint saver needs"),
         (name = "events", description = "Live flow events over SSE, custom events, open connections"),
         (name = "locks", description = "Distributed locks with owner and fencing tokens"),
         (name = "agent-cache", description = "The agent result cache"),

@@ -9,6 +9,7 @@ mod helpers;
 mod agent_cache;
 mod bad_input;
 mod batches;
+mod checkpoints;
 mod cli;
 mod degraded;
 mod documents;

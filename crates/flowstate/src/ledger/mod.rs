@@ -7,7 +7,8 @@
 //!   invalidation journal);
 //! - [`EventLedger`]: the outbox of flow events published while the hot tier was unreachable;
 //! - [`LockLedger`]: the lock authority (who grants locks, the fencing generation) and the
-//!   leases the ledger grants itself when Redis does not.
+//!   leases the ledger grants itself when Redis does not;
+//! - [`CheckpointLedger`]: LangGraph checkpoints with their pending writes.
 //!
 //! [`Ledger`] is their sum, which the service holds. The traits speak the domain, not SQL, so
 //! each backend uses its best statement per operation: PostgreSQL does a transition in one
@@ -31,6 +32,9 @@ use crate::config::DatabaseConfig;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
+use crate::model::checkpoints::{
+    CheckpointSearch, CheckpointTuple, PruneStrategy, PutCheckpoint, PutWrites,
+};
 use crate::model::events::Event;
 use crate::model::locks::{
     AuthorityChange, AuthorityTiming, LeaseChange, LeaseOutcome, LiveLease, LockAuthority,
@@ -224,10 +228,53 @@ pub trait LockLedger: Send + Sync + 'static {
     async fn live_leases(&self) -> Result<(Vec<LiveLease>, i64)>;
 }
 
+/// LangGraph checkpoints and their pending writes.
+#[async_trait]
+pub trait CheckpointLedger: Send + Sync + 'static {
+    /// Stores a checkpoint, replacing one of the same id.
+    async fn put_checkpoint(
+        &self,
+        thread_id: &str,
+        checkpoint_id: &str,
+        put: &PutCheckpoint,
+        at: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Stores a task's pending writes: an index at or above 0 is kept if already there, a
+    /// negative one replaces; all or nothing.
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: &str,
+        writes: &PutWrites,
+    ) -> Result<()>;
+
+    /// Checkpoints matching `search`, newest first, with their pending writes.
+    async fn list_checkpoints(&self, search: &CheckpointSearch) -> Result<Vec<CheckpointTuple>>;
+
+    /// Deletes a thread's checkpoints and writes.
+    async fn delete_thread(&self, thread_id: &str) -> Result<()>;
+
+    /// Deletes the checkpoints (and writes) whose `metadata.run_id` is one of `run_ids`.
+    async fn delete_runs(&self, run_ids: &[String]) -> Result<()>;
+
+    /// Copies thread `from`'s checkpoints and writes to thread `to` under the same ids.
+    async fn copy_thread(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Prunes threads: keeps each namespace's newest checkpoint (with its writes), or nothing.
+    async fn prune_threads(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()>;
+}
+
 /// The whole system of record: every capability, plus health.
 #[async_trait]
 pub trait Ledger:
-    FlowLedger + DocumentLedger + SnapshotLedger + JournalLedger + EventLedger + LockLedger
+    FlowLedger
+    + DocumentLedger
+    + SnapshotLedger
+    + JournalLedger
+    + EventLedger
+    + LockLedger
+    + CheckpointLedger
 {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

@@ -7,6 +7,7 @@
 //! can let a stale value be read.
 
 mod agent_cache;
+mod checkpoints;
 mod connections;
 mod documents;
 mod events;

@@ -7,6 +7,7 @@
 //! and document saves that arrive together share one statement ([`batch`]).
 
 mod batch;
+mod checkpoints;
 mod documents;
 mod events;
 mod flows;

@@ -15,6 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+# CrewAI must not phone home (the tests run without network) nor trace.
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = os.environ.get("TEST_FLOWSTATE_BIN", str(REPO / "target" / "debug" / "flowstate"))
 

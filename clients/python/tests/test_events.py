@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from flowstate_client import AsyncClient, Client, Event, Reset
 
@@ -49,6 +50,11 @@ def test_history_resume_and_end(url: str) -> None:
             done.set()
 
         threading.Thread(target=follow, daemon=True).start()
+        # Delete once the stream is open (a stream opened after the delete gets 404).
+        deadline = time.monotonic() + 10
+        while not fs.connections(fid):
+            assert time.monotonic() < deadline, "the stream never connected"
+            time.sleep(0.02)
         fs.delete_flow(fid)
         assert done.wait(10), "the stream did not end after FLOW_DELETED"
         assert types == ["FLOW_DELETED"]

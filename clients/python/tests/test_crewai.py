@@ -1,0 +1,90 @@
+"""A real CrewAI Flow (plain-Python methods) with `@persist(FlowstatePersistence(...))`: run it,
+resume it from a new process with `kickoff(inputs={"id": ...})`, read its state back over
+HTTP; the event forwarder's events arrive over SSE; the cache handler's tool results hit
+across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from conftest import Server
+
+from flowstate_client import Client, Reset
+from flowstate_client.crewai import _agent
+
+APP = Path(__file__).with_name("crew_app.py")
+
+
+def run(tmp: Path, *args: str) -> dict[str, Any]:
+    # CrewAI writes under HOME on first run (telemetry is off: see conftest).
+    env = {**os.environ, "HOME": str(tmp)}
+    out = subprocess.run(
+        [sys.executable, str(APP), *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return line
+
+
+def test_persist_resume_events_and_cache(server: Server, tmp_path: Path) -> None:
+    first = run(tmp_path, server.url)
+    flow_id = first["id"]
+    steps = first["state"]["steps"]
+    assert steps[0] == "plan"
+    assert steps[-1] == "write"
+    assert sorted(steps[1:3]) == ["outline", "sources:3 results for fusion"]
+
+    # The state as saved after the last method, over plain HTTP.
+    saved = httpx.get(f"{server.url}/v1/flows/{flow_id}/state").json()["state"]
+    assert saved["id"] == flow_id
+    assert saved["steps"] == steps
+    assert saved["runs"] == 1
+
+    # A new process resumes from the saved state: the methods run again on top of it.
+    second = run(tmp_path, server.url, flow_id)
+    assert second["id"] == flow_id
+    assert second["state"]["runs"] == 2
+    assert second["state"]["topic"] == "fusion"
+    assert len(second["state"]["steps"]) == 2 * len(steps)
+
+    with Client(server.url) as fs:
+        flow = fs.get_flow(flow_id)
+        assert flow["flow_type"] == "crewai"
+        assert flow["status"] == "completed"
+        stats = fs.cache_stats(_agent("Search the web"))
+        assert stats["hit"] >= 1, "the second run's search was a hit"
+
+        events = []
+        stream = fs.events(flow_id, last_event_id="0")
+        for item in stream:
+            if isinstance(item, Reset):
+                continue
+            events.append(item)
+            if (
+                item["event_type"] == "crewai.flow_finished"
+                and sum(e["event_type"] == "crewai.flow_finished" for e in events) == 2
+            ):
+                break
+        stream.close()
+    types = [e["event_type"] for e in events]
+    assert types[0] == "FLOW_REGISTERED"
+    for expected in (
+        "crewai.flow_started",
+        "crewai.method_execution_started",
+        "crewai.method_execution_finished",
+        "crewai.flow_finished",
+        "STATE_TRANSITION",
+    ):
+        assert expected in types, (expected, types)
+    methods = {
+        e["payload"]["method_name"]
+        for e in events
+        if e["event_type"] == "crewai.method_execution_finished"
+    }
+    assert methods == {"plan", "sources", "outline", "write"}

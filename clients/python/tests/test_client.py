@@ -54,6 +54,9 @@ def test_flows_documents_and_snapshots(url: str) -> None:
         assert forked["flow"]["flow_id"] == "p-1-fork"
         assert fs.get_state("p-1-fork")["state"] == {"step": 1}
 
+        assert fs.memory("p-1")["total_bytes"] >= 0
+        assert isinstance(fs.fallbacks(limit=5), list)
+
         fs.delete_flow("p-1", recursive=True)
         with pytest.raises(NotFound) as gone:
             fs.get_flow("p-1")

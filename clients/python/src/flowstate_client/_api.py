@@ -361,6 +361,18 @@ def prune_threads(thread_ids: list[str], strategy: str) -> Call[None]:
     return Call("POST", "/v1/checkpoints/prune", _none, json=body)
 
 
+# Operations
+
+
+def memory(flow_id: str) -> Call[t.JSON]:
+    return Call("GET", _flow(flow_id, "memory"), _json)
+
+
+def fallbacks(limit: int | None) -> Call[list[t.JSON]]:
+    params = _drop_none({"limit": None if limit is None else str(limit)})
+    return Call("GET", "/v1/fallbacks", _key("fallbacks"), params=params)
+
+
 # Health
 
 

@@ -397,6 +397,16 @@ class Client:
     def prune_threads(self, thread_ids: list[str], strategy: str = "keep_latest") -> None:
         self._send(_api.prune_threads(thread_ids, strategy))
 
+    # Operations
+
+    def memory(self, flow_id: str) -> t.JSON:
+        """The flow's Redis footprint: `{keys: {key: bytes}, total_bytes}`."""
+        return self._send(_api.memory(flow_id))
+
+    def fallbacks(self, limit: int | None = None) -> list[t.JSON]:
+        """The fallback log (times the hot tier was bypassed), newest first."""
+        return self._send(_api.fallbacks(limit))
+
     # Health
 
     def health(self) -> t.JSON:
@@ -704,6 +714,12 @@ class AsyncClient:
 
     async def prune_threads(self, thread_ids: list[str], strategy: str = "keep_latest") -> None:
         await self._send(_api.prune_threads(thread_ids, strategy))
+
+    async def memory(self, flow_id: str) -> t.JSON:
+        return await self._send(_api.memory(flow_id))
+
+    async def fallbacks(self, limit: int | None = None) -> list[t.JSON]:
+        return await self._send(_api.fallbacks(limit))
 
     async def health(self) -> t.JSON:
         return await self._send(_api.health())

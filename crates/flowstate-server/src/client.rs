@@ -111,14 +111,58 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("-")
 }
 
-/// `flowstate health`: prints the health report; fails unless healthy.
-pub async fn health(target: &Target) -> anyhow::Result<()> {
-    let report = Client::new(target).get("/v1/health", &[]).await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+/// `flowstate health` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Which server.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print the report as JSON instead of for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `flowstate health`: prints the health report and the active alerts; fails unless healthy.
+pub async fn health(args: &HealthArgs) -> anyhow::Result<()> {
+    let report = Client::new(&args.target).get("/v1/health", &[]).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human_health(&report));
+    }
     match report["status"].as_str() {
         Some("healthy") => Ok(()),
         other => bail!("status {}", other.unwrap_or("unknown")),
     }
+}
+
+/// The health report for people: status, tiers, then one line per active alert.
+fn human_health(report: &Value) -> String {
+    let mut out = format!("status: {}\n", str_of(report, "status"));
+    for tier in ["redis", "ledger"] {
+        let t = &report[tier];
+        let state = if t["ok"].as_bool() == Some(true) {
+            format!("ok ({:.1} ms)", t["latency_ms"].as_f64().unwrap_or(0.0))
+        } else {
+            format!("DOWN: {}", str_of(t, "error"))
+        };
+        out.push_str(&format!("{tier:<7} {:<9} {state}\n", str_of(t, "backend")));
+    }
+    let alerts = report["alerts"].as_array().cloned().unwrap_or_default();
+    if alerts.is_empty() {
+        out.push_str("alerts: none\n");
+    }
+    for a in &alerts {
+        out.push_str(&format!(
+            "ALERT {}: {} (value {}, threshold {}, since {})\n",
+            str_of(a, "metric"),
+            str_of(a, "message"),
+            a["value"],
+            a["threshold"],
+            str_of(a, "since")
+        ));
+    }
+    out
 }
 
 /// `flowstate flows …`.

@@ -31,8 +31,8 @@ enum Command {
     },
     /// Apply ledger migrations and exit.
     Migrate,
-    /// Print a running server's health; exits non-zero unless healthy.
-    Health(client::Target),
+    /// Print a running server's health and active alerts; exits non-zero unless healthy.
+    Health(client::HealthArgs),
     /// Inspect a running server's flows.
     Flows {
         #[command(flatten)]
@@ -97,7 +97,7 @@ async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
             Flowstate::open(config.map_or_else(Config::load, Ok)?).await?;
             println!("migrations applied");
         }
-        Command::Health(target) => client::health(&target).await?,
+        Command::Health(args) => client::health(&args).await?,
         Command::Flows { target, command } => client::flows(&target, &command).await?,
         Command::Bench(args) => {
             bench::run(&args).await?;

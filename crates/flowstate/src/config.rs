@@ -44,6 +44,41 @@ pub struct Config {
     pub events: EventsConfig,
     /// Distributed locks.
     pub locks: LocksConfig,
+    /// The Redis health monitor and its alerts.
+    pub health: HealthConfig,
+}
+
+/// Health monitor settings; thresholds default to the reference's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Seconds between checks (`FLOWSTATE_HEALTH__INTERVAL_S`); 0 turns the monitor off.
+    pub interval_s: u64,
+    /// Alert when Redis uses more than this % of its `maxmemory` (`FLOWSTATE_HEALTH__MEMORY_PCT`).
+    pub memory_pct: f64,
+    /// Alert above this many connected clients (`FLOWSTATE_HEALTH__MAX_CLIENTS`).
+    pub max_clients: u64,
+    /// Alert when a command slower than this (ms) entered Redis's slow log since the last
+    /// check (`FLOWSTATE_HEALTH__SLOW_COMMAND_MS`).
+    pub slow_command_ms: u64,
+    /// Alert when more than this % of this instance's Redis calls failed since the last check
+    /// (`FLOWSTATE_HEALTH__ERROR_RATE_PCT`).
+    pub error_rate_pct: f64,
+    /// Where alerts are POSTed as JSON (`FLOWSTATE_ALERT_WEBHOOK`; `http://` only).
+    pub alert_webhook: Option<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_s: 60,
+            memory_pct: 80.0,
+            max_clients: 40,
+            slow_command_ms: 100,
+            error_rate_pct: 5.0,
+            alert_webhook: None,
+        }
+    }
 }
 
 /// Distributed lock settings.
@@ -157,6 +192,7 @@ impl Default for Config {
             agent_cache: AgentCacheConfig::default(),
             events: EventsConfig::default(),
             locks: LocksConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -377,6 +413,7 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("REDIS_SSL_REQUIRED", "redis.ssl_required"),
     ("REDIS_MAX_CONNECTIONS", "redis.max_connections"),
     ("DATABASE_URL", "database.url"),
+    ("FLOWSTATE_ALERT_WEBHOOK", "health.alert_webhook"),
 ];
 
 /// Turns figment's errors into messages that name the setting and the variable to fix.
@@ -430,7 +467,7 @@ impl Config {
             // FLOWSTATE_CONFIG names the file; FLOWSTATE_URL is the client commands' server.
             .merge(
                 Env::prefixed("FLOWSTATE_")
-                    .ignore(&["CONFIG", "URL"])
+                    .ignore(&["CONFIG", "URL", "ALERT_WEBHOOK"])
                     .split("__"),
             );
         let config: Config = figment.extract().map_err(describe)?;
@@ -499,6 +536,25 @@ impl Config {
                 locks.poll_max_ms,
                 locks.horizon_step_ms,
                 locks.fallback_after_ms
+            ));
+        }
+        let health = &self.health;
+        if !(0.0..=100.0).contains(&health.memory_pct)
+            || !(0.0..=100.0).contains(&health.error_rate_pct)
+            || health.interval_s > 86_400
+        {
+            return bad(format!(
+                "health: memory_pct and error_rate_pct must be within 0..=100 and interval_s at most 86400 (got {}, {}, {})",
+                health.memory_pct, health.error_rate_pct, health.interval_s
+            ));
+        }
+        if let Some(hook) = &health.alert_webhook
+            && !hook.starts_with("http://")
+        {
+            // The URL itself may hold a secret: only its scheme is shown.
+            let scheme = hook.split_once("://").map_or("no scheme", |(s, _)| s);
+            return bad(format!(
+                "FLOWSTATE_ALERT_WEBHOOK must be an http:// URL (https is not supported yet), got {scheme}"
             ));
         }
         if self.redis.max_connections == 0 {

@@ -23,7 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use flowstate::Flowstate;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -301,7 +301,26 @@ async fn openapi_json() -> Json<&'static serde_json::Value> {
 fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        // Histograms as buckets (a scraper can aggregate them across instances, unlike
+        // quantiles): latencies in seconds, sizes in powers of two.
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ])
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+            });
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            // Only empty bucket lists are refused, and these are not empty.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
         let handle = recorder.handle();
         // Another recorder may already be installed by an embedding program; then its metrics
         // go there and ours render empty, which is the embedder's choice.
@@ -313,7 +332,14 @@ fn prometheus() -> &'static PrometheusHandle {
 /// Prometheus metrics of this process.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-async fn render_metrics() -> String {
+async fn render_metrics(State(service): State<Flowstate>) -> String {
+    // The tier's state as of this scrape.
+    let stats = service.hot_stats();
+    metrics::gauge!("flowstate_redis_breaker_open").set(u8::from(stats.breaker_open));
+    metrics::gauge!("flowstate_redis_dirty_keys").set(stats.dirty_keys as f64);
+    metrics::counter!("flowstate_redis_round_trips_total").absolute(stats.round_trips);
+    metrics::counter!("flowstate_redis_breaker_opened_total").absolute(stats.breaker_opened_total);
+    metrics::gauge!("flowstate_redis_pool_size").set(service.config().redis.pool_size as f64);
     prometheus().render()
 }
 

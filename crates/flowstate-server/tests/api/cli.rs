@@ -38,7 +38,13 @@ async fn health_ls_show_tree() {
 
     let (ok, out, _) = cli(&app, &["health"]).await;
     assert!(ok, "{out}");
-    assert!(out.contains("\"healthy\""), "{out}");
+    assert!(out.starts_with("status: healthy\n"), "{out}");
+    assert!(out.contains("alerts: none"), "{out}");
+    let (ok, out, _) = cli(&app, &["health", "--json"]).await;
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["status"], "healthy");
+    assert_eq!(report["alerts"], json!([]));
 
     let (ok, out, _) = cli(&app, &["flows", "tree", "root"]).await;
     assert!(ok);

@@ -100,6 +100,9 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     };
     config.database.url = format!("sqlite://{}", tmp.path().join("flowstate.db").display());
     config.database.max_connections = 4;
+    // The health monitor's checks would add commands and keys to what tests count; the tests
+    // of the monitor turn it on.
+    config.health.interval_s = 0;
     if backend.has_redis() {
         config.redis.url = Some(redis_url());
         config.key_prefix = format!("test:{unique}:");

@@ -154,6 +154,18 @@ impl Keys {
         format!("{}orchestrator:locks:{{{name}}}:fence", self.prefix)
     }
 
+    /// `metrics:redis:<metric>`: the health monitor's samples of a metric (sorted set scored
+    /// by Unix seconds, members `<seconds>:<value>`), trimmed to 24 hours.
+    pub fn metric_series(&self, metric: &str) -> String {
+        format!("{}metrics:redis:{metric}", self.prefix)
+    }
+
+    /// `metrics:redis:leader`: the instance whose health monitor writes the series and posts
+    /// alerts (string, its instance id, expiring after two check intervals).
+    pub fn monitor_leader(&self) -> String {
+        format!("{}metrics:redis:leader", self.prefix)
+    }
+
     /// The lock name of a lock key ([`Keys::lock`]), i.e. of its release channel.
     pub fn lock_name<'k>(&self, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(self.prefix.as_str())?

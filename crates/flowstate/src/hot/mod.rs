@@ -43,6 +43,7 @@ use async_trait::async_trait;
 
 use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
 use crate::model::events::{Event, EventId, History, SseConnection};
+use crate::model::health::Figures;
 use crate::model::locks::LiveLease;
 use crate::model::{DeletedFlow, DocKind, Document, Flow, Owner, Snapshot, Transition};
 
@@ -132,6 +133,8 @@ pub struct FlowKeys {
 pub struct HotStats {
     /// Network round trips to Redis (a pipeline or a script counts once); 0 for memory.
     pub round_trips: u64,
+    /// Round trips that failed: unreachable, timed out, or answered with an error.
+    pub errors: u64,
     /// Whether the circuit breaker is open (calls skip Redis).
     pub breaker_open: bool,
     /// How often the breaker has opened since start.
@@ -390,10 +393,36 @@ pub trait AgentCacheHot: Send + Sync + 'static {
     async fn invalidate_results(&self, agent: &str, pattern: Option<&str>) -> HotResult<u64>;
 }
 
+/// What the health monitor reads of the tier, and where it keeps its series.
+#[async_trait]
+pub trait MonitorHot: Send + Sync + 'static {
+    /// The tier's figures (Redis: `INFO` and the slow log entries after `slowlog_after`, one
+    /// round trip) and the newest slow log id seen (to pass next time); `error_rate_pct` is
+    /// left to the caller.
+    async fn figures(&self, slowlog_after: Option<i64>) -> HotResult<(Figures, Option<i64>)>;
+
+    /// Whether this instance leads the monitor: holds `metrics:redis:leader` (taken when free,
+    /// extended to `ttl_ms` when its own), so that one instance writes the series and posts
+    /// alerts. The in-process tier always leads.
+    async fn lead_monitor(&self, instance_id: &str, ttl_ms: u64) -> HotResult<bool>;
+
+    /// Appends one sample per metric to `metrics:redis:<metric>` (sorted sets scored by Unix
+    /// seconds) and drops samples older than 24 hours, in one round trip. The in-process tier
+    /// keeps no series.
+    async fn record_series(&self, at_s: i64, samples: &[(&str, f64)]) -> HotResult<()>;
+}
+
 /// The whole hot tier: every capability, plus what the service needs of the tier itself.
 #[async_trait]
 pub trait HotTier:
-    FlowHot + DocumentHot + SnapshotHot + EventHot + ConnectionHot + LockWaitHot + AgentCacheHot
+    FlowHot
+    + DocumentHot
+    + SnapshotHot
+    + EventHot
+    + ConnectionHot
+    + LockWaitHot
+    + AgentCacheHot
+    + MonitorHot
 {
     /// The tier's locks, if it grants them itself (Redis); otherwise the ledger's leases serve.
     fn locks(&self) -> Option<&dyn LockHot> {

@@ -11,6 +11,7 @@ pub mod checkpoints;
 pub mod documents;
 pub mod events;
 pub mod flows;
+pub mod health;
 pub mod ids;
 pub mod journal;
 pub mod locks;

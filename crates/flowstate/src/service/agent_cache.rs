@@ -241,6 +241,13 @@ impl Flowstate {
     /// Counts a lookup's outcome (`None`: the hot tier failed, a miss) and passes it on.
     fn count_lookup(&self, agent: &str, outcome: Option<Lookup>) -> Lookup {
         let pending = &self.inner.agent_cache;
+        // Per outcome only: agent names are the caller's, too many to label with.
+        let result = match &outcome {
+            Some(Lookup::Hit(_)) => "hit",
+            Some(_) => "miss",
+            None => "error",
+        };
+        metrics::counter!("flowstate_agent_cache_lookups_total", "result" => result).increment(1);
         match outcome {
             Some(Lookup::Hit(result)) => {
                 pending.count(agent, |c, _| c.hit += 1);

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Flowstate;
 use crate::error::{Error, Result};
 use crate::hot::{FlowKeys, HotStats};
+use crate::model::health::{Alert, Figures};
 use crate::model::ids;
 
 /// Health of both tiers.
@@ -21,6 +22,11 @@ pub struct Health {
     pub redis: TierHealth,
     /// The ledger.
     pub ledger: TierHealth,
+    /// The health monitor's active alerts (metrics over their `[health]` thresholds).
+    pub alerts: Vec<Alert>,
+    /// The figures of the monitor's latest check of the hot tier, once one has run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<Figures>,
 }
 
 /// Health of one tier.
@@ -70,7 +76,14 @@ impl Flowstate {
             status,
             redis,
             ledger,
+            alerts: self.active_alerts(),
+            monitor: self.latest_figures(),
         }
+    }
+
+    /// The hot tier's counters since start.
+    pub fn hot_stats(&self) -> HotStats {
+        self.hot().stats()
     }
 
     /// Whether the hot tier is being bypassed right now (circuit breaker open).

@@ -16,6 +16,7 @@ mod flows;
 mod health;
 mod invalidations;
 mod locks;
+mod monitor;
 mod outbox;
 mod snapshots;
 mod transitions;
@@ -65,6 +66,8 @@ struct Inner {
     instance_id: String,
     /// The lock authority as last read, and lock waiters' turns.
     locks: locks::LockState,
+    /// The health monitor's alerts and latest figures.
+    monitor: monitor::MonitorState,
 }
 
 tokio::task_local! {
@@ -114,6 +117,7 @@ impl Flowstate {
                 connections: connections::Local::default(),
                 instance_id: uuid::Uuid::now_v7().to_string(),
                 locks: locks::LockState::default(),
+                monitor: monitor::MonitorState::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {
@@ -130,6 +134,8 @@ impl Flowstate {
         )));
         tokio::spawn(outbox::replay_outbox(Arc::downgrade(&service.inner)));
         tokio::spawn(connections::heartbeat(Arc::downgrade(&service.inner)));
+        let webhook = monitor::webhook(service.config().health.alert_webhook.as_deref());
+        tokio::spawn(monitor::run(Arc::downgrade(&service.inner), webhook));
         Ok(service)
     }
 

@@ -66,6 +66,16 @@ pub(super) struct AgentResults {
 }
 
 impl AgentResults {
+    /// Entries cached.
+    pub(super) fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Their weighted size (bytes).
+    pub(super) fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
+
     pub(super) fn new() -> Self {
         AgentResults {
             entries: Cache::builder()

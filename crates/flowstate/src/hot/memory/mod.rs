@@ -12,6 +12,7 @@ mod documents;
 mod events;
 mod flows;
 mod locks;
+mod monitor;
 mod snapshots;
 
 use std::collections::BTreeMap;
@@ -201,6 +202,18 @@ impl HotTier for MemoryHot {
             }
         }
         Ok(out)
+    }
+}
+
+impl MemoryHot {
+    /// Cached entries, and the bytes of the cached agent results (the one cache bounded by
+    /// size; the others are bounded by count).
+    fn footprint(&self) -> (u64, u64) {
+        let entries = self.flows.entry_count()
+            + self.documents.entry_count()
+            + self.snapshots.entry_count()
+            + self.agent_results.entry_count();
+        (entries, self.agent_results.weighted_size())
     }
 }
 

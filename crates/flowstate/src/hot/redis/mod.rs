@@ -18,6 +18,7 @@ mod documents;
 mod events;
 mod flows;
 mod locks;
+mod monitor;
 mod snapshots;
 mod subscriber;
 
@@ -74,6 +75,8 @@ struct Core {
     next: AtomicUsize,
     /// Network round trips made, for the one-round-trip guarantee and its tests.
     round_trips: AtomicU64,
+    /// Calls that failed (the health monitor's error rate).
+    errors: AtomicU64,
     breaker: Breaker,
     /// Bound on one probe.
     probe_timeout: Duration,
@@ -105,6 +108,26 @@ impl Core {
 
     /// [`Core::run`], returning the pipeline's replies.
     async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        scripts: &[&str],
+    ) -> ::redis::RedisResult<T> {
+        let command = first_command(pipe);
+        let started = std::time::Instant::now();
+        let in_flight = metrics::gauge!("flowstate_redis_in_flight");
+        in_flight.increment(1.0);
+        let reply = self.query_once(pipe, scripts).await;
+        in_flight.decrement(1.0);
+        metrics::histogram!("flowstate_redis_command_duration_seconds", "command" => command)
+            .record(started.elapsed().as_secs_f64());
+        if reply.is_err() {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("flowstate_redis_errors_total", "command" => command).increment(1);
+        }
+        reply
+    }
+
+    async fn query_once<T: ::redis::FromRedisValue>(
         &self,
         pipe: &Pipeline,
         scripts: &[&str],
@@ -182,7 +205,17 @@ impl Core {
     async fn read<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> HotResult<T> {
         self.guarded(async {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
-            cmd.query_async(&mut self.conn()).await
+            let command = command_label(cmd);
+            let started = std::time::Instant::now();
+            let reply = cmd.query_async(&mut self.conn()).await;
+            metrics::histogram!("flowstate_redis_command_duration_seconds", "command" => command)
+                .record(started.elapsed().as_secs_f64());
+            if reply.is_err() {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("flowstate_redis_errors_total", "command" => command)
+                    .increment(1);
+            }
+            reply
         })
         .await
     }
@@ -265,6 +298,53 @@ impl Core {
     }
 }
 
+/// The name of a pipeline's first command, as a metric label (a pipeline's other commands
+/// ride in the same round trip).
+fn first_command(pipe: &Pipeline) -> &'static str {
+    pipe.cmd_iter().next().map_or("other", command_label)
+}
+
+/// A command's name as a metric label, from a fixed set.
+fn command_label(cmd: &::redis::Cmd) -> &'static str {
+    let Some(::redis::Arg::Simple(name)) = cmd.args_iter().next() else {
+        return "other";
+    };
+    // Labels come from a fixed set, so a metric's series stay few.
+    const KNOWN: &[&str] = &[
+        "EVALSHA",
+        "GET",
+        "GETEX",
+        "SET",
+        "DEL",
+        "UNLINK",
+        "HGETALL",
+        "HSET",
+        "XADD",
+        "XRANGE",
+        "XREVRANGE",
+        "ZADD",
+        "ZRANGE",
+        "ZRANGEBYSCORE",
+        "ZREMRANGEBYSCORE",
+        "SCAN",
+        "INFO",
+        "PING",
+        "MEMORY",
+        "SLOWLOG",
+        "PUBLISH",
+        "EXPIRE",
+        "PEXPIRE",
+        "MGET",
+        "EXISTS",
+        "TYPE",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
+        .copied()
+        .unwrap_or("other")
+}
+
 /// Brings the tier back after the breaker opens: PING with capped exponential backoff, then
 /// [`Core::recover`]. Holds only a weak reference, and ends when the tier is dropped.
 async fn probe_loop(core: Weak<Core>, wake: Arc<Notify>) {
@@ -334,6 +414,7 @@ impl RedisHot {
             conns,
             next: AtomicUsize::new(0),
             round_trips: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             breaker: Breaker::default(),
             probe_timeout: cfg.command_timeout(),
             probe_max_delay: Duration::from_millis(cfg.reconnect_max_delay_ms)
@@ -391,12 +472,13 @@ fn rfc3339(t: time::OffsetDateTime) -> String {
 }
 
 /// Every script, for loading them all up front.
-const SCRIPTS: [&[&str]; 6] = [
+const SCRIPTS: [&[&str]; 7] = [
     flows::SCRIPTS,
     documents::SCRIPTS,
     snapshots::SCRIPTS,
     events::SCRIPTS,
     locks::SCRIPTS,
+    monitor::SCRIPTS,
     agent_cache::SCRIPTS,
 ];
 
@@ -426,6 +508,7 @@ impl HotTier for RedisHot {
         let breaker = &self.core.breaker;
         HotStats {
             round_trips: self.core.round_trips.load(Ordering::Relaxed),
+            errors: self.core.errors.load(Ordering::Relaxed),
             breaker_open: breaker.is_open(),
             breaker_opened_total: breaker.opened_total(),
             dirty_keys: breaker.dirty_len() as u64,

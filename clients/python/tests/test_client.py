@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import Server
 
 from flowstate_client import (
     AsyncClient,
@@ -56,6 +57,7 @@ def test_flows_documents_and_snapshots(url: str) -> None:
 
         assert fs.memory("p-1")["total_bytes"] >= 0
         assert isinstance(fs.fallbacks(limit=5), list)
+        assert isinstance(fs.list_backups(), list)
 
         fs.delete_flow("p-1", recursive=True)
         with pytest.raises(NotFound) as gone:
@@ -90,3 +92,22 @@ def test_async_client(url: str) -> None:
                 await fs.get_phase(fid, "nope")
 
     asyncio.run(run())
+
+
+def test_backups(server: Server) -> None:
+    with Client(server.url) as fs:
+        if "REDIS_URL" not in server.env:
+            with pytest.raises(Conflict) as no_redis:
+                fs.create_backup()
+            assert no_redis.value.code == "unsupported"
+            return
+        fs.register_flow("research", flow_id="b-1")
+        made = fs.create_backup(backup_id="py-backup")
+        assert made["status"] == "complete"
+        assert made["keys"] >= 1
+        assert fs.get_backup("py-backup")["keys"] == made["keys"]
+        assert fs.list_backups()[0]["backup_id"] == "py-backup"
+        restored = fs.restore_backup("py-backup", patterns=["orchestrator:*"])
+        assert restored["keys"] >= 1
+        with pytest.raises(NotFound):
+            fs.restore_backup("nope")

@@ -1,5 +1,9 @@
-//! `flowstate health` and `flowstate flows ls | show | tree`: the CLI side of the HTTP API,
-//! for operators at a terminal. It talks to a running server like any other client.
+//! `flowstate health`, `flowstate flows ls | show | tree` and `flowstate backup create | list |
+//! restore`: the CLI side of the HTTP API, for operators at a terminal (human output by
+//! default, `--json` where a script wants it). It talks to a running server like any other
+//! client.
+
+use std::io::IsTerminal;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -47,6 +51,38 @@ pub enum FlowsCommand {
     },
 }
 
+/// `flowstate backup …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum BackupCommand {
+    /// Back up the keys matching the patterns (the server's configured ones by default),
+    /// showing progress while it runs.
+    Create {
+        /// Key patterns (`*`, `?`), relative to the server's key prefix; repeatable.
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the backups, newest first.
+    List {
+        /// Print them as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup (every key, or those matching the patterns).
+    Restore {
+        /// The backup.
+        backup_id: String,
+        /// Only keys matching these; repeatable.
+        #[arg(long = "pattern")]
+        patterns: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -76,6 +112,31 @@ impl Client {
             .await
             .with_context(|| format!("{url}: not JSON"))?;
         if !status.is_success() && !path.ends_with("/health") {
+            bail!(
+                "{status}: {} ({})",
+                body["error"]["message"].as_str().unwrap_or("error"),
+                body["error"]["code"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(body)
+    }
+
+    /// POSTs `body` to `path` and returns its JSON, turning an API error into a readable one.
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .with_context(|| format!("{url}: not JSON"))?;
+        if !status.is_success() {
             bail!(
                 "{status}: {} ({})",
                 body["error"]["message"].as_str().unwrap_or("error"),
@@ -163,6 +224,87 @@ fn human_health(report: &Value) -> String {
         ));
     }
     out
+}
+
+fn backup_line(b: &Value) -> String {
+    format!(
+        "{:<36} {:<8} {:>9} keys {:>12} bytes  {}",
+        str_of(b, "backup_id"),
+        str_of(b, "status"),
+        b["keys"],
+        b["bytes"],
+        str_of(b, "created_at")
+    )
+}
+
+/// `flowstate backup …`.
+pub async fn backup(target: &Target, command: &BackupCommand) -> anyhow::Result<()> {
+    let client = Client::new(target);
+    match command {
+        BackupCommand::Create { patterns, json } => {
+            let backup_id = uuid::Uuid::now_v7().to_string();
+            let mut body = serde_json::json!({ "backup_id": backup_id });
+            if !patterns.is_empty() {
+                body["patterns"] = serde_json::json!(patterns);
+            }
+            let created = client.post("/v1/backups", &body);
+            tokio::pin!(created);
+            let show_progress = !json && std::io::stderr().is_terminal();
+            let done = loop {
+                tokio::select! {
+                    done = &mut created => break done?,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {
+                        if show_progress
+                            && let Ok(b) = client.get(&format!("/v1/backups/{backup_id}"), &[]).await
+                        {
+                            eprint!("\rbacking up: {} keys, {} bytes", b["keys"], b["bytes"]);
+                        }
+                    }
+                }
+            };
+            if show_progress {
+                eprintln!();
+            }
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("{}", backup_line(&done));
+            }
+            if done["status"] != "complete" {
+                bail!("backup failed: {}", str_of(&done, "error"));
+            }
+        }
+        BackupCommand::List { json } => {
+            let all = client.get("/v1/backups", &[]).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all["backups"])?);
+            } else {
+                for b in all["backups"].as_array().cloned().unwrap_or_default() {
+                    println!("{}", backup_line(&b));
+                }
+            }
+        }
+        BackupCommand::Restore {
+            backup_id,
+            patterns,
+            json,
+        } => {
+            let body = if patterns.is_empty() {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "patterns": patterns })
+            };
+            let done = client
+                .post(&format!("/v1/backups/{backup_id}/restore"), &body)
+                .await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("restored {} keys from {backup_id}", done["keys"]);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `flowstate flows …`.

@@ -33,6 +33,13 @@ enum Command {
     Migrate,
     /// Print a running server's health and active alerts; exits non-zero unless healthy.
     Health(client::HealthArgs),
+    /// Back up a running server's Redis data into its ledger, list backups, restore one.
+    Backup {
+        #[command(flatten)]
+        target: client::Target,
+        #[command(subcommand)]
+        command: client::BackupCommand,
+    },
     /// Inspect a running server's flows.
     Flows {
         #[command(flatten)]
@@ -59,9 +66,10 @@ fn main() -> anyhow::Result<()> {
         // The load generator shares the machine with the server it measures: one thread
         // drives hundreds of connections and leaves the other cores to the server.
         Command::Bench(args) if !args.in_process => tokio::runtime::Builder::new_current_thread(),
-        Command::Health(_) | Command::Flows { .. } | Command::BenchFanout(_) => {
-            tokio::runtime::Builder::new_current_thread()
-        }
+        Command::Health(_)
+        | Command::Flows { .. }
+        | Command::Backup { .. }
+        | Command::BenchFanout(_) => tokio::runtime::Builder::new_current_thread(),
         Command::Serve { .. } | Command::Migrate | Command::Bench(_) => {
             let loaded = Config::load()?;
             let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -99,6 +107,7 @@ async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
         }
         Command::Health(args) => client::health(&args).await?,
         Command::Flows { target, command } => client::flows(&target, &command).await?,
+        Command::Backup { target, command } => client::backup(&target, &command).await?,
         Command::Bench(args) => {
             bench::run(&args).await?;
         }

@@ -46,6 +46,35 @@ pub struct Config {
     pub locks: LocksConfig,
     /// The Redis health monitor and its alerts.
     pub health: HealthConfig,
+    /// Backups of Redis data into the ledger.
+    pub backup: BackupConfig,
+}
+
+/// Backup settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Hours between scheduled backups (`FLOWSTATE_BACKUP__INTERVAL_H`); 0 turns them off.
+    pub interval_h: u64,
+    /// Complete backups kept; older ones are deleted after each backup
+    /// (`FLOWSTATE_BACKUP__KEEP`).
+    pub keep: u32,
+    /// Key patterns a backup covers when its request names none (`FLOWSTATE_BACKUP__PATTERNS`,
+    /// TOML list), relative to `key_prefix`.
+    pub patterns: Vec<String>,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            interval_h: 6,
+            keep: 7,
+            patterns: crate::model::backup::DEFAULT_PATTERNS
+                .iter()
+                .map(|p| (*p).to_string())
+                .collect(),
+        }
+    }
 }
 
 /// Health monitor settings; thresholds default to the reference's.
@@ -193,6 +222,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             locks: LocksConfig::default(),
             health: HealthConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -536,6 +566,15 @@ impl Config {
                 locks.poll_max_ms,
                 locks.horizon_step_ms,
                 locks.fallback_after_ms
+            ));
+        }
+        if let Err(e) = crate::model::backup::validate_patterns(&self.backup.patterns) {
+            return bad(format!("backup.patterns (FLOWSTATE_BACKUP__PATTERNS): {e}"));
+        }
+        if self.backup.keep == 0 || self.backup.interval_h > 24 * 365 {
+            return bad(format!(
+                "backup: keep must be at least 1 and interval_h at most 8760 (got {}, {})",
+                self.backup.keep, self.backup.interval_h
             ));
         }
         let health = &self.health;

@@ -62,6 +62,15 @@ pub enum Error {
     /// The token does not hold the lock (wrong token, expired, released).
     #[error("lock {0} is not held under this token (wrong token, expired or released)")]
     LockNotHeld(String),
+    /// A backup with this id exists already.
+    #[error("backup {0} already exists")]
+    BackupExists(String),
+    /// No backup with this id.
+    #[error("backup {0} not found")]
+    BackupNotFound(String),
+    /// This deployment cannot do what was asked (backups of an in-process hot tier).
+    #[error("{0}")]
+    Unsupported(String),
     /// A snapshot with this id already exists for the flow.
     #[error("snapshot {0} already exists")]
     SnapshotExists(String),
@@ -120,6 +129,9 @@ impl Error {
             Error::SnapshotNotFound { .. } => "snapshot_not_found",
             Error::CheckpointNotFound(_) => "checkpoint_not_found",
             Error::SnapshotExists(_) => "snapshot_exists",
+            Error::BackupExists(_) => "backup_exists",
+            Error::BackupNotFound(_) => "backup_not_found",
+            Error::Unsupported(_) => "unsupported",
             Error::StaleLease => "stale_lease",
             Error::TooLarge(_) => "payload_too_large",
             Error::LockHeld { .. } => "lock_held",

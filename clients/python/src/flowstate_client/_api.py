@@ -373,6 +373,27 @@ def fallbacks(limit: int | None) -> Call[list[t.JSON]]:
     return Call("GET", "/v1/fallbacks", _key("fallbacks"), params=params)
 
 
+# Backups
+
+
+def create_backup(backup_id: str | None, patterns: list[str] | None) -> Call[t.JSON]:
+    body = _drop_none({"backup_id": backup_id, "patterns": patterns})
+    return Call("POST", "/v1/backups", _json, json=body)
+
+
+def list_backups() -> Call[list[t.JSON]]:
+    return Call("GET", "/v1/backups", _key("backups"))
+
+
+def get_backup(backup_id: str) -> Call[t.JSON]:
+    return Call("GET", f"/v1/backups/{_seg(backup_id)}", _json)
+
+
+def restore_backup(backup_id: str, patterns: list[str] | None) -> Call[t.JSON]:
+    body = _drop_none({"patterns": patterns})
+    return Call("POST", f"/v1/backups/{_seg(backup_id)}/restore", _json, json=body)
+
+
 # Health
 
 

@@ -407,6 +407,25 @@ class Client:
         """The fallback log (times the hot tier was bypassed), newest first."""
         return self._send(_api.fallbacks(limit))
 
+    # Backups (Redis data into the ledger)
+
+    def create_backup(
+        self, *, backup_id: str | None = None, patterns: list[str] | None = None
+    ) -> t.JSON:
+        """Backs up the keys matching `patterns` (the server's configured ones by default);
+        answers when done. Pass `backup_id` to follow progress with `get_backup` meanwhile."""
+        return self._send(_api.create_backup(backup_id, patterns))
+
+    def list_backups(self) -> list[t.JSON]:
+        return self._send(_api.list_backups())
+
+    def get_backup(self, backup_id: str) -> t.JSON:
+        return self._send(_api.get_backup(backup_id))
+
+    def restore_backup(self, backup_id: str, *, patterns: list[str] | None = None) -> t.JSON:
+        """Writes the backup's keys (those matching `patterns`, or all) back to Redis."""
+        return self._send(_api.restore_backup(backup_id, patterns))
+
     # Health
 
     def health(self) -> t.JSON:
@@ -720,6 +739,20 @@ class AsyncClient:
 
     async def fallbacks(self, limit: int | None = None) -> list[t.JSON]:
         return await self._send(_api.fallbacks(limit))
+
+    async def create_backup(
+        self, *, backup_id: str | None = None, patterns: list[str] | None = None
+    ) -> t.JSON:
+        return await self._send(_api.create_backup(backup_id, patterns))
+
+    async def list_backups(self) -> list[t.JSON]:
+        return await self._send(_api.list_backups())
+
+    async def get_backup(self, backup_id: str) -> t.JSON:
+        return await self._send(_api.get_backup(backup_id))
+
+    async def restore_backup(self, backup_id: str, *, patterns: list[str] | None = None) -> t.JSON:
+        return await self._send(_api.restore_backup(backup_id, patterns))
 
     async def health(self) -> t.JSON:
         return await self._send(_api.health())

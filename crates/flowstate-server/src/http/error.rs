@@ -53,11 +53,14 @@ impl From<flowstate::Error> for ApiError {
             | E::ParentNotFound(_)
             | E::DocumentNotFound { .. }
             | E::SnapshotNotFound { .. }
-            | E::CheckpointNotFound(_) => StatusCode::NOT_FOUND,
+            | E::CheckpointNotFound(_)
+            | E::BackupNotFound(_) => StatusCode::NOT_FOUND,
+            E::Unsupported(_) => StatusCode::CONFLICT,
             E::FlowExists(_)
             | E::HasChildren(_)
             | E::StaleTransition { .. }
             | E::SnapshotExists(_)
+            | E::BackupExists(_)
             | E::StaleLease
             | E::LockHeld { .. }
             | E::LockNotHeld(_) => StatusCode::CONFLICT,

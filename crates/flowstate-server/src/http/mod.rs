@@ -4,6 +4,7 @@
 //! ([`openapi`]). The handlers are thin: parse, call [`Flowstate`], map errors (`error`).
 
 mod agent_cache;
+mod backups;
 mod checkpoints;
 mod documents;
 pub mod error;
@@ -73,6 +74,7 @@ fn api() -> OpenApiRouter<Flowstate> {
         .merge(documents::routes())
         .merge(snapshots::routes())
         .merge(checkpoints::routes())
+        .merge(backups::routes())
         .merge(events::routes())
         .merge(locks::routes())
         .merge(agent_cache::routes())

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, spawn_app};
 
-async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowstate"))
         .args(args)
         .env("FLOWSTATE_URL", &app.base)

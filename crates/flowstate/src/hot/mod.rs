@@ -42,6 +42,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLookup};
+use crate::model::backup::KeyDump;
 use crate::model::events::{Event, EventId, History, SseConnection};
 use crate::model::health::Figures;
 use crate::model::locks::LiveLease;
@@ -393,6 +394,27 @@ pub trait AgentCacheHot: Send + Sync + 'static {
     async fn invalidate_results(&self, agent: &str, pattern: Option<&str>) -> HotResult<u64>;
 }
 
+/// Backups of Redis data (Redis only: the in-process tier holds nothing another process
+/// could lose).
+#[async_trait]
+pub trait BackupHot: Send + Sync + 'static {
+    /// One `SCAN` step over the keys matching `pattern` (relative to the key prefix): the next
+    /// cursor (0 when done) and the keys found, without the prefix.
+    async fn scan_keys(
+        &self,
+        pattern: &str,
+        cursor: u64,
+        count: usize,
+    ) -> HotResult<(u64, Vec<Vec<u8>>)>;
+
+    /// Reads keys (without prefix) with their type, remaining time to live and value, in two
+    /// round trips; a key gone meanwhile is left out.
+    async fn dump_keys(&self, keys: &[Vec<u8>]) -> HotResult<Vec<KeyDump>>;
+
+    /// Writes keys back as they were dumped, replacing what is there, in one round trip.
+    async fn restore_keys(&self, dumps: &[KeyDump]) -> HotResult<()>;
+}
+
 /// What the health monitor reads of the tier, and where it keeps its series.
 #[async_trait]
 pub trait MonitorHot: Send + Sync + 'static {
@@ -426,6 +448,11 @@ pub trait HotTier:
 {
     /// The tier's locks, if it grants them itself (Redis); otherwise the ledger's leases serve.
     fn locks(&self) -> Option<&dyn LockHot> {
+        None
+    }
+
+    /// Backups of the tier's data, if it is Redis.
+    fn backups(&self) -> Option<&dyn BackupHot> {
         None
     }
 

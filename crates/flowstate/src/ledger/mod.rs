@@ -8,7 +8,8 @@
 //! - [`EventLedger`]: the outbox of flow events published while the hot tier was unreachable;
 //! - [`LockLedger`]: the lock authority (who grants locks, the fencing generation) and the
 //!   leases the ledger grants itself when Redis does not;
-//! - [`CheckpointLedger`]: LangGraph checkpoints with their pending writes.
+//! - [`CheckpointLedger`]: LangGraph checkpoints with their pending writes;
+//! - [`BackupLedger`]: backups of Redis data.
 //!
 //! [`Ledger`] is their sum, which the service holds. The traits speak the domain, not SQL, so
 //! each backend uses its best statement per operation: PostgreSQL does a transition in one
@@ -32,6 +33,7 @@ use crate::config::DatabaseConfig;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
+use crate::model::backup::BackupInfo;
 use crate::model::checkpoints::{
     CheckpointSearch, CheckpointTuple, PruneStrategy, PutCheckpoint, PutWrites,
 };
@@ -265,6 +267,49 @@ pub trait CheckpointLedger: Send + Sync + 'static {
     async fn prune_threads(&self, thread_ids: &[String], strategy: PruneStrategy) -> Result<()>;
 }
 
+/// Backups of Redis data: their rows and their keys' dumps, in order.
+#[async_trait]
+pub trait BackupLedger: Send + Sync + 'static {
+    /// Records a backup that starts now (`status` running); `BackupExists` if the id is taken.
+    async fn create_backup(&self, info: &BackupInfo) -> Result<()>;
+
+    /// Appends dumps (key, encoded dump) from `first_seq` on, and adds to the backup's key and
+    /// byte counts, in one transaction.
+    async fn add_backup_entries(
+        &self,
+        backup_id: &str,
+        first_seq: i64,
+        entries: &[(Vec<u8>, Vec<u8>)],
+        bytes: u64,
+    ) -> Result<()>;
+
+    /// Ends a backup: `complete`, or `failed` with `error`.
+    async fn finish_backup(
+        &self,
+        backup_id: &str,
+        error: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<()>;
+
+    /// Every backup, newest first.
+    async fn list_backups(&self) -> Result<Vec<BackupInfo>>;
+
+    /// One backup.
+    async fn get_backup(&self, backup_id: &str) -> Result<Option<BackupInfo>>;
+
+    /// Up to `limit` encoded dumps after `after_seq`, in order, with their sequence numbers.
+    async fn backup_entries(
+        &self,
+        backup_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Vec<u8>)>>;
+
+    /// Deletes all but the newest `keep` complete backups (and failed ones older than those);
+    /// how many went.
+    async fn prune_backups(&self, keep: u32) -> Result<u64>;
+}
+
 /// The whole system of record: every capability, plus health.
 #[async_trait]
 pub trait Ledger:
@@ -275,6 +320,7 @@ pub trait Ledger:
     + EventLedger
     + LockLedger
     + CheckpointLedger
+    + BackupLedger
 {
     /// Backend name for health output (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;

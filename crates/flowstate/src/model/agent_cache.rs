@@ -233,7 +233,7 @@ pub fn hash_matches(pattern: &str, hash: &str) -> bool {
 }
 
 /// Whether `text` matches the glob `pattern` (`*` any run, `?` one character).
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
         Some((b'*', rest)) => (0..=text.len()).any(|i| glob_match(rest, &text[i..])),

@@ -7,6 +7,7 @@
 //! types without importing each other; `tests/layers.rs` keeps it that way.
 
 pub mod agent_cache;
+pub mod backup;
 pub mod checkpoints;
 pub mod documents;
 pub mod events;

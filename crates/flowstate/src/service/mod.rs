@@ -7,6 +7,7 @@
 //! can let a stale value be read.
 
 mod agent_cache;
+mod backups;
 mod checkpoints;
 mod connections;
 mod documents;
@@ -136,6 +137,7 @@ impl Flowstate {
         tokio::spawn(connections::heartbeat(Arc::downgrade(&service.inner)));
         let webhook = monitor::webhook(service.config().health.alert_webhook.as_deref());
         tokio::spawn(monitor::run(Arc::downgrade(&service.inner), webhook));
+        tokio::spawn(backups::schedule(Arc::downgrade(&service.inner)));
         Ok(service)
     }
 

@@ -13,6 +13,7 @@
 //! write missed, then close).
 
 mod agent_cache;
+mod backup;
 mod connections;
 mod documents;
 mod events;
@@ -489,6 +490,10 @@ impl HotTier for RedisHot {
     }
 
     fn locks(&self) -> Option<&dyn LockHot> {
+        Some(self)
+    }
+
+    fn backups(&self) -> Option<&dyn crate::hot::BackupHot> {
         Some(self)
     }
 

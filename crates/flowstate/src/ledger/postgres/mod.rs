@@ -6,6 +6,7 @@
 //! winner commits, so exactly one wins (READ COMMITTED is enough). Registrations, transitions
 //! and document saves that arrive together share one statement ([`batch`]).
 
+mod backups;
 mod batch;
 mod checkpoints;
 mod documents;

@@ -2,6 +2,7 @@
 //! `&'static str` (sqlx only runs SQL it can see is not built from input) and use `$n`
 //! placeholders, which SQLite accepts too.
 
+pub(super) mod backups;
 pub(super) mod checkpoints;
 pub(super) mod documents;
 pub(super) mod events;

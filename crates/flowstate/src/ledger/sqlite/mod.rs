@@ -8,6 +8,7 @@
 //! with flows' rows spread over five B-trees, 4 KiB pages made the WAL, not SQLite, the limit
 //! (measured: half the bytes written, transitions 2x faster).
 
+mod backups;
 mod checkpoints;
 mod documents;
 mod events;

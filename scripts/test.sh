@@ -58,12 +58,15 @@ if ! psql "$TEST_DATABASE_URL" -qtAc 'SELECT 1' >/dev/null 2>&1; then
 fi
 
 # Leftovers of earlier runs: one schema per PostgreSQL test, one key prefix per Redis test.
+# One transaction per schema: dropping hundreds at once runs out of lock slots.
 psql "$TEST_DATABASE_URL" -qtA >/dev/null <<'SQL'
+SET client_min_messages = warning;
 DO $$
 DECLARE s text;
 BEGIN
   FOR s IN SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\_%' LOOP
     EXECUTE format('DROP SCHEMA %I CASCADE', s);
+    COMMIT;
   END LOOP;
 END $$;
 SQL

@@ -48,6 +48,78 @@ pub struct Config {
     pub health: HealthConfig,
     /// Backups of Redis data into the ledger.
     pub backup: BackupConfig,
+    /// A managed Redis plan's daily limits, watched by the health monitor.
+    pub budget: BudgetConfig,
+}
+
+/// Managed-Redis budgets (reference §5.1): with a plan or explicit limits, the health monitor
+/// counts the commands and bytes every instance sends per UTC day and alerts at `alert_pct`
+/// of each limit and of the plan's memory; pooled connections are recycled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// `UPSTASH_PLAN`: `free` or `pay_as_you_go`, the reference's limits for each.
+    pub plan: Option<String>,
+    /// Commands per day (overrides the plan's) (`FLOWSTATE_BUDGET__MAX_COMMANDS_PER_DAY`).
+    pub max_commands_per_day: Option<u64>,
+    /// MB sent per day (overrides the plan's) (`FLOWSTATE_BUDGET__MAX_BANDWIDTH_MB_PER_DAY`).
+    pub max_bandwidth_mb_per_day: Option<u64>,
+    /// Memory in MB (overrides the plan's) (`FLOWSTATE_BUDGET__MAX_MEMORY_MB`).
+    pub max_memory_mb: Option<u64>,
+    /// Alert at this % of a limit (`FLOWSTATE_BUDGET__ALERT_PCT`).
+    pub alert_pct: f64,
+    /// Seconds between recycling the pooled Redis connections when a budget is set
+    /// (`FLOWSTATE_BUDGET__CONNECTION_POOL_RECYCLE_S`); 0 never.
+    pub connection_pool_recycle_s: u64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            plan: None,
+            max_commands_per_day: None,
+            max_bandwidth_mb_per_day: None,
+            max_memory_mb: None,
+            alert_pct: 80.0,
+            connection_pool_recycle_s: 3600,
+        }
+    }
+}
+
+/// A budget's limits, once the plan and the explicit values are combined.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BudgetLimits {
+    /// Commands per day.
+    pub commands_per_day: Option<u64>,
+    /// Bytes sent per day.
+    pub bytes_per_day: Option<u64>,
+    /// Memory, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Alert at this %.
+    pub alert_pct: f64,
+}
+
+impl BudgetConfig {
+    /// The limits in force, or `None` when no plan and no limit is set.
+    pub fn limits(&self) -> Option<BudgetLimits> {
+        // The reference's plans: (memory MB, commands per day, MB per day).
+        let plan = match self.plan.as_deref() {
+            Some("free") => Some((256, 10_000, 100)),
+            Some("pay_as_you_go") => Some((1024, 1_000_000, 10_000)),
+            _ => None,
+        };
+        let mb = |v: u64| v.saturating_mul(1024 * 1024);
+        let limits = BudgetLimits {
+            commands_per_day: self.max_commands_per_day.or(plan.map(|p| p.1)),
+            bytes_per_day: self.max_bandwidth_mb_per_day.or(plan.map(|p| p.2)).map(mb),
+            memory_bytes: self.max_memory_mb.or(plan.map(|p| p.0)).map(mb),
+            alert_pct: self.alert_pct,
+        };
+        let any = limits.commands_per_day.is_some()
+            || limits.bytes_per_day.is_some()
+            || limits.memory_bytes.is_some();
+        any.then_some(limits)
+    }
 }
 
 /// Backup settings.
@@ -223,6 +295,7 @@ impl Default for Config {
             locks: LocksConfig::default(),
             health: HealthConfig::default(),
             backup: BackupConfig::default(),
+            budget: BudgetConfig::default(),
         }
     }
 }
@@ -444,6 +517,7 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("REDIS_MAX_CONNECTIONS", "redis.max_connections"),
     ("DATABASE_URL", "database.url"),
     ("FLOWSTATE_ALERT_WEBHOOK", "health.alert_webhook"),
+    ("UPSTASH_PLAN", "budget.plan"),
 ];
 
 /// Turns figment's errors into messages that name the setting and the variable to fix.
@@ -575,6 +649,18 @@ impl Config {
             return bad(format!(
                 "backup: keep must be at least 1 and interval_h at most 8760 (got {}, {})",
                 self.backup.keep, self.backup.interval_h
+            ));
+        }
+        let budget = &self.budget;
+        if budget
+            .plan
+            .as_deref()
+            .is_some_and(|p| !matches!(p, "free" | "pay_as_you_go"))
+            || !(0.0..=100.0).contains(&budget.alert_pct)
+        {
+            return bad(format!(
+                "budget: UPSTASH_PLAN must be free or pay_as_you_go and alert_pct within 0..=100 (got {:?}, {})",
+                budget.plan, budget.alert_pct
             ));
         }
         let health = &self.health;

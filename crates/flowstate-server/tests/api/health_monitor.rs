@@ -127,3 +127,53 @@ async fn a_hanging_webhook_delays_nothing() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     assert_eq!(app.get("/v1/health").await.status, StatusCode::OK);
 }
+
+/// A plan with a tiny daily command limit: the alert comes at 80 % of it, with today's use in
+/// `/v1/health`; pooled connections recycled every second keep serving.
+#[tokio::test]
+async fn a_tiny_budget_alerts_at_80_pct() {
+    let redis = RedisServer::start().await;
+    let (hook, mut posted) = receiver().await;
+    let url = redis.url();
+    let app = spawn_app_with(Backend::RedisSqlite, move |c| {
+        c.redis.url = Some(url);
+        c.health.interval_s = 1;
+        c.health.alert_webhook = Some(hook);
+        c.budget.plan = Some("free".into());
+        c.budget.max_commands_per_day = Some(10);
+        c.budget.connection_pool_recycle_s = 1;
+    })
+    .await;
+    let alert = loop {
+        let alert = tokio::time::timeout(Duration::from_secs(20), posted.recv())
+            .await
+            .expect("no budget alert")
+            .unwrap();
+        if alert["metric"] == "daily_commands_pct" {
+            break alert;
+        }
+    };
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["threshold"], 80.0);
+    assert!(alert["value"].as_f64().unwrap() >= 80.0, "{alert}");
+    let health = app.get("/v1/health").await;
+    let budget = &health.body["monitor"]["budget"];
+    assert!(budget["commands"].as_u64().unwrap() >= 8, "{budget}");
+    assert_eq!(budget["commands_limit"], 10);
+    assert_eq!(
+        budget["bytes_limit"],
+        100 * 1024 * 1024,
+        "the free plan's bandwidth"
+    );
+    // Requests go on across recycled connections.
+    for i in 0..3 {
+        let a = app
+            .post(
+                "/v1/flows",
+                json!({"flow_id": format!("f{i}"), "flow_type": "t"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}

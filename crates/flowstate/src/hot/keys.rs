@@ -160,6 +160,12 @@ impl Keys {
         format!("{}metrics:redis:{metric}", self.prefix)
     }
 
+    /// `metrics:redis:budget:<day>`: the commands and bytes every instance sent to Redis on a
+    /// UTC day (hash: `commands`, `bytes`), kept two days.
+    pub fn budget(&self, day: &str) -> String {
+        format!("{}metrics:redis:budget:{day}", self.prefix)
+    }
+
     /// `metrics:redis:leader`: the instance whose health monitor writes the series and posts
     /// alerts (string, its instance id, expiring after two check intervals).
     pub fn monitor_leader(&self) -> String {

@@ -136,6 +136,10 @@ pub struct HotStats {
     pub round_trips: u64,
     /// Round trips that failed: unreachable, timed out, or answered with an error.
     pub errors: u64,
+    /// Commands sent (a pipeline counts each of its commands).
+    pub commands_sent: u64,
+    /// Bytes those commands took on the wire.
+    pub bytes_sent: u64,
     /// Whether the circuit breaker is open (calls skip Redis).
     pub breaker_open: bool,
     /// How often the breaker has opened since start.
@@ -428,6 +432,11 @@ pub trait MonitorHot: Send + Sync + 'static {
     /// alerts. The in-process tier always leads.
     async fn lead_monitor(&self, instance_id: &str, ttl_ms: u64) -> HotResult<bool>;
 
+    /// Adds this instance's commands and bytes to the day's totals of every instance
+    /// (`metrics:redis:budget:<day>`, kept two days) and returns those totals, in one round
+    /// trip. The in-process tier has no budget: it returns its own counts.
+    async fn add_usage(&self, day: &str, commands: u64, bytes: u64) -> HotResult<(u64, u64)>;
+
     /// Appends one sample per metric to `metrics:redis:<metric>` (sorted sets scored by Unix
     /// seconds) and drops samples older than 24 hours, in one round trip. The in-process tier
     /// keeps no series.
@@ -454,6 +463,12 @@ pub trait HotTier:
     /// Backups of the tier's data, if it is Redis.
     fn backups(&self) -> Option<&dyn BackupHot> {
         None
+    }
+
+    /// Replaces pooled Redis connections with new ones (managed Redis services that drop
+    /// long-lived connections); nothing in process.
+    fn recycle_connections(&self) -> HotResult<()> {
+        Ok(())
     }
 
     /// Backend name for health output (`memory`, `redis`).

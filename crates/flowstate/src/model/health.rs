@@ -41,9 +41,31 @@ pub struct Figures {
     pub error_rate_pct: Option<f64>,
     /// The slowest commands logged since the previous check, slowest first (at most 5).
     pub slow_commands: Vec<SlowCommand>,
+    /// Today's use of a managed Redis plan, when a budget is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetUsage>,
     /// When this was measured.
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+/// What every instance sent to Redis today (UTC), against the plan's limits.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BudgetUsage {
+    /// The UTC day (`YYYY-MM-DD`).
+    pub day: String,
+    /// Commands sent today.
+    pub commands: u64,
+    /// Bytes sent today.
+    pub bytes: u64,
+    /// The daily command limit.
+    pub commands_limit: Option<u64>,
+    /// The daily byte limit.
+    pub bytes_limit: Option<u64>,
+    /// The memory limit, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Alert at this % of a limit.
+    pub alert_pct: f64,
 }
 
 /// The thresholds a check compares with (`[health]`).
@@ -63,7 +85,8 @@ pub struct Thresholds {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Alert {
     /// `memory_pct`, `connected_clients`, `slow_command_ms`, `error_rate_pct`,
-    /// `redis_unreachable` or `health_check_failed`.
+    /// `daily_commands_pct`, `daily_bandwidth_pct`, `plan_memory_pct`, `redis_unreachable` or
+    /// `health_check_failed`.
     pub metric: String,
     /// Its value at the latest check.
     pub value: f64,
@@ -80,7 +103,7 @@ pub struct Alert {
 #[derive(Debug, Clone)]
 pub enum Check {
     /// Measured.
-    Measured(Figures),
+    Measured(Box<Figures>),
     /// Redis did not answer (the error, without secrets).
     Unreachable(String),
     /// Redis answered the check with an error (a managed Redis that refuses `SLOWLOG`, say).
@@ -136,6 +159,42 @@ pub fn breaches(check: &Check, t: &Thresholds) -> Vec<(&'static str, f64, f64, S
             t.slow_command_ms as f64,
             format!("{} took {:.1} ms", slow.command, slow.duration_ms),
         ));
+    }
+    if let Some(b) = &f.budget {
+        let pct = |used: u64, limit: Option<u64>| {
+            limit
+                .filter(|l| *l > 0)
+                .map(|l| used as f64 * 100.0 / l as f64)
+        };
+        let checks = [
+            (
+                "daily_commands_pct",
+                pct(b.commands, b.commands_limit),
+                "of the plan's daily commands",
+            ),
+            (
+                "daily_bandwidth_pct",
+                pct(b.bytes, b.bytes_limit),
+                "of the plan's daily bandwidth",
+            ),
+            (
+                "plan_memory_pct",
+                pct(f.used_memory, b.memory_limit),
+                "of the plan's memory",
+            ),
+        ];
+        for (metric, used, what) in checks {
+            if let Some(used) = used
+                && used >= b.alert_pct
+            {
+                out.push((
+                    metric,
+                    used,
+                    b.alert_pct,
+                    format!("{used:.1} % {what} used"),
+                ));
+            }
+        }
     }
     if let Some(rate) = f.error_rate_pct
         && rate > t.error_rate_pct
@@ -229,7 +288,7 @@ mod tests {
     };
 
     fn figures(memory_pct: Option<f64>, clients: u64) -> Check {
-        Check::Measured(Figures {
+        Check::Measured(Box::new(Figures {
             backend: "redis".into(),
             used_memory: 0,
             maxmemory: 0,
@@ -239,8 +298,33 @@ mod tests {
             keys: 0,
             error_rate_pct: Some(0.0),
             slow_commands: vec![],
+            budget: None,
             at: OffsetDateTime::UNIX_EPOCH,
-        })
+        }))
+    }
+
+    #[test]
+    fn budgets_alert_at_their_pct() {
+        let Check::Measured(mut f) = figures(None, 0) else {
+            unreachable!()
+        };
+        f.used_memory = 90;
+        f.budget = Some(BudgetUsage {
+            day: "2026-11-30".into(),
+            commands: 8,
+            bytes: 10,
+            commands_limit: Some(10),
+            bytes_limit: Some(100),
+            memory_limit: Some(100),
+            alert_pct: 80.0,
+        });
+        let b = breaches(&Check::Measured(f), &T);
+        let metrics: Vec<&str> = b.iter().map(|x| x.0).collect();
+        assert_eq!(
+            metrics,
+            ["daily_commands_pct", "plan_memory_pct"],
+            "80 % reached, 10 % not"
+        );
     }
 
     #[test]

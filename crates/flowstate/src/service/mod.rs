@@ -138,6 +138,7 @@ impl Flowstate {
         let webhook = monitor::webhook(service.config().health.alert_webhook.as_deref());
         tokio::spawn(monitor::run(Arc::downgrade(&service.inner), webhook));
         tokio::spawn(backups::schedule(Arc::downgrade(&service.inner)));
+        tokio::spawn(monitor::recycle(Arc::downgrade(&service.inner)));
         Ok(service)
     }
 

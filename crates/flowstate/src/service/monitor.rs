@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::{Flowstate, Inner};
 use crate::hot::HotError;
-use crate::model::health::{Alert, Alerts, Check, Figures, Thresholds, breaches};
+use crate::model::health::{Alert, Alerts, BudgetUsage, Check, Figures, Thresholds, breaches};
 use crate::model::now;
 
 /// Alerts waiting for the webhook.
@@ -69,13 +69,18 @@ pub(super) async fn run(inner: Weak<Inner>, webhook: Option<mpsc::Sender<Value>>
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut slowlog_after: Option<Option<i64>> = None;
     let mut counted = None;
+    let mut sent = None;
+    let mut last_budget = None;
     loop {
         tick.tick().await;
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let service = Flowstate { inner: strong };
-        let check = service.check(&mut slowlog_after, &mut counted).await;
+        let mut check = service.check(&mut slowlog_after, &mut counted).await;
+        service
+            .add_budget(&mut check, &mut sent, &mut last_budget)
+            .await;
         let ttl_ms = u64::try_from(interval.as_millis().saturating_mul(2)).unwrap_or(u64::MAX);
         let leads = service
             .hot()
@@ -110,7 +115,7 @@ impl Flowstate {
                     // What the slow log held before this process started is not news.
                     figures.slow_commands.clear();
                 }
-                Check::Measured(figures)
+                Check::Measured(Box::new(figures))
             }
             Err(HotError::Unavailable) => Check::Unreachable("the circuit breaker is open".into()),
             Err(HotError::Redis(e))
@@ -123,6 +128,55 @@ impl Flowstate {
             }
             Err(e) => Check::Failed(e.to_string()),
         }
+    }
+
+    /// With a budget configured, adds what this instance sent since the previous check to the
+    /// day's totals of every instance and puts today's use into the check.
+    /// When the totals cannot be read, the last ones stand in (a budget alert must not be
+    /// resolved by a missed read).
+    async fn add_budget(
+        &self,
+        check: &mut Check,
+        sent: &mut Option<(u64, u64)>,
+        last: &mut Option<BudgetUsage>,
+    ) {
+        let Some(limits) = self.config().budget.limits() else {
+            return;
+        };
+        let Check::Measured(figures) = check else {
+            return;
+        };
+        let stats = self.hot().stats();
+        let (commands, bytes) = match *sent {
+            Some((c, b)) => (
+                stats.commands_sent.saturating_sub(c),
+                stats.bytes_sent.saturating_sub(b),
+            ),
+            None => (stats.commands_sent, stats.bytes_sent),
+        };
+        let at = now();
+        let day = format!(
+            "{:04}-{:02}-{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day()
+        );
+        match self.hot().add_usage(&day, commands, bytes).await {
+            Ok((commands, bytes)) => {
+                *sent = Some((stats.commands_sent, stats.bytes_sent));
+                *last = Some(BudgetUsage {
+                    day,
+                    commands,
+                    bytes,
+                    commands_limit: limits.commands_per_day,
+                    bytes_limit: limits.bytes_per_day,
+                    memory_limit: limits.memory_bytes,
+                    alert_pct: limits.alert_pct,
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "budget usage not recorded"),
+        }
+        figures.budget = last.clone();
     }
 
     /// Updates the alerts with a check; the leader records the series and posts changes.
@@ -170,7 +224,7 @@ impl Flowstate {
                     tracing::debug!(error = %e, "health series not recorded");
                 }
             }
-            *guard(&self.inner.monitor.last) = Some(figures.clone());
+            *guard(&self.inner.monitor.last) = Some(figures.as_ref().clone());
         }
         let Some(webhook) = webhook.filter(|_| leads) else {
             return;
@@ -193,6 +247,28 @@ impl Flowstate {
             if webhook.try_send(body).is_err() {
                 metrics::counter!("flowstate_alert_webhook_dropped_total").increment(1);
             }
+        }
+    }
+}
+
+/// Recycles the pooled Redis connections every `budget.connection_pool_recycle_s` when a
+/// budget is set (managed services drop long-lived connections).
+pub(super) async fn recycle(inner: Weak<Inner>) {
+    let Some(every) = inner.upgrade().and_then(|i| {
+        let b = &i.config.budget;
+        (i.hot.shared() && b.limits().is_some() && b.connection_pool_recycle_s > 0)
+            .then(|| Duration::from_secs(b.connection_pool_recycle_s))
+    }) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        match strong.hot.recycle_connections() {
+            Ok(()) => tracing::info!("pooled Redis connections recycled"),
+            Err(e) => tracing::warn!(error = %e, "pooled Redis connections not recycled"),
         }
     }
 }

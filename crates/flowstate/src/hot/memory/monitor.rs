@@ -22,6 +22,7 @@ impl MonitorHot for MemoryHot {
             keys,
             error_rate_pct: None,
             slow_commands: Vec::new(),
+            budget: None,
             at: now(),
         };
         Ok((figures, None))
@@ -29,6 +30,10 @@ impl MonitorHot for MemoryHot {
 
     async fn lead_monitor(&self, _instance_id: &str, _ttl_ms: u64) -> HotResult<bool> {
         Ok(true)
+    }
+
+    async fn add_usage(&self, _day: &str, commands: u64, bytes: u64) -> HotResult<(u64, u64)> {
+        Ok((commands, bytes))
     }
 
     async fn record_series(&self, _at_s: i64, _samples: &[(&str, f64)]) -> HotResult<()> {

@@ -71,13 +71,19 @@ pub struct RedisHot {
 
 /// What the request path and the prober share.
 struct Core {
-    /// Multiplexed connections, used round-robin.
-    conns: Vec<ConnectionManager>,
+    /// Multiplexed connections, used round-robin; replaced whole when recycled.
+    conns: std::sync::RwLock<Vec<ConnectionManager>>,
+    /// What new connections are made from (recycling).
+    client: Client,
+    manager_cfg: ConnectionManagerConfig,
     next: AtomicUsize,
     /// Network round trips made, for the one-round-trip guarantee and its tests.
     round_trips: AtomicU64,
     /// Calls that failed (the health monitor's error rate).
     errors: AtomicU64,
+    /// Commands sent, and their bytes on the wire (managed-Redis budgets).
+    commands_sent: AtomicU64,
+    bytes_sent: AtomicU64,
     breaker: Breaker,
     /// Bound on one probe.
     probe_timeout: Duration,
@@ -96,8 +102,26 @@ fn unavailable(e: &::redis::RedisError) -> bool {
 
 impl Core {
     fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
+        // A poisoned lock only means a panic between two complete replacements.
+        let conns = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len();
+        conns[i].clone()
+    }
+
+    /// Replaces every pooled connection with a new one (connected on first use); calls in
+    /// flight finish on the old ones.
+    fn recycle(&self) -> ::redis::RedisResult<()> {
+        let len = self.conns.read().unwrap_or_else(|p| p.into_inner()).len();
+        let fresh = (0..len)
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(
+                    self.client.clone(),
+                    self.manager_cfg.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        *self.conns.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Sends `pipe` in one round trip; after NOSCRIPT (Redis restarted or flushed its script
@@ -128,11 +152,23 @@ impl Core {
         reply
     }
 
+    /// Counts what a call sends, for managed-Redis budgets.
+    fn count_sent<'a>(&self, cmds: impl Iterator<Item = &'a ::redis::Cmd>) {
+        let (mut commands, mut bytes) = (0u64, 0u64);
+        for cmd in cmds {
+            commands += 1;
+            bytes += resp_len(cmd);
+        }
+        self.commands_sent.fetch_add(commands, Ordering::Relaxed);
+        self.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     async fn query_once<T: ::redis::FromRedisValue>(
         &self,
         pipe: &Pipeline,
         scripts: &[&str],
     ) -> ::redis::RedisResult<T> {
+        self.count_sent(pipe.cmd_iter());
         let mut conn = self.conn();
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         match pipe.query_async(&mut conn).await {
@@ -206,6 +242,7 @@ impl Core {
     async fn read<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> HotResult<T> {
         self.guarded(async {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
+            self.count_sent(std::iter::once(cmd));
             let command = command_label(cmd);
             let started = std::time::Instant::now();
             let reply = cmd.query_async(&mut self.conn()).await;
@@ -297,6 +334,21 @@ impl Core {
             }
         }
     }
+}
+
+/// The bytes a command takes on the wire (RESP: `*N`, then `$len` and the bytes of each
+/// argument, each line ending in CRLF).
+fn resp_len(cmd: &::redis::Cmd) -> u64 {
+    let digits = |n: usize| n.to_string().len() as u64;
+    let mut total = 0u64;
+    let mut args = 0usize;
+    for arg in cmd.args_iter() {
+        args += 1;
+        if let ::redis::Arg::Simple(b) = arg {
+            total += 1 + digits(b.len()) + 2 + b.len() as u64 + 2;
+        }
+    }
+    total + 1 + digits(args) + 2
 }
 
 /// The name of a pipeline's first command, as a metric label (a pipeline's other commands
@@ -412,10 +464,14 @@ impl RedisHot {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| bad("REDIS_URL", &e))?;
         let core = Arc::new(Core {
-            conns,
+            conns: std::sync::RwLock::new(conns),
+            client: client.clone(),
+            manager_cfg: manager_cfg.clone(),
             next: AtomicUsize::new(0),
             round_trips: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            commands_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
             breaker: Breaker::default(),
             probe_timeout: cfg.command_timeout(),
             probe_max_delay: Duration::from_millis(cfg.reconnect_max_delay_ms)
@@ -497,6 +553,11 @@ impl HotTier for RedisHot {
         Some(self)
     }
 
+    fn recycle_connections(&self) -> HotResult<()> {
+        self.core.recycle()?;
+        Ok(())
+    }
+
     async fn ping(&self) -> HotResult<Duration> {
         // While the breaker is open the prober does the pinging; health answers at once.
         if self.core.breaker.is_open() {
@@ -514,6 +575,8 @@ impl HotTier for RedisHot {
         HotStats {
             round_trips: self.core.round_trips.load(Ordering::Relaxed),
             errors: self.core.errors.load(Ordering::Relaxed),
+            commands_sent: self.core.commands_sent.load(Ordering::Relaxed),
+            bytes_sent: self.core.bytes_sent.load(Ordering::Relaxed),
             breaker_open: breaker.is_open(),
             breaker_opened_total: breaker.opened_total(),
             dirty_keys: breaker.dirty_len() as u64,

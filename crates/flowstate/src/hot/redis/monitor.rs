@@ -123,6 +123,7 @@ impl MonitorHot for RedisHot {
             keys: keyspace_keys(&info),
             error_rate_pct: None,
             slow_commands: slow,
+            budget: None,
             at: now(),
         };
         Ok((figures, newest))
@@ -138,6 +139,16 @@ impl MonitorHot for RedisHot {
             .arg(ttl_ms);
         let (leads,): (i64,) = self.core.read_pipeline(&pipe, &[MONITOR_LEAD_SRC]).await?;
         Ok(leads == 1)
+    }
+
+    async fn add_usage(&self, day: &str, commands: u64, bytes: u64) -> HotResult<(u64, u64)> {
+        let key = self.keys.budget(day);
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("HINCRBY").arg(&key).arg("commands").arg(commands);
+        pipe.cmd("HINCRBY").arg(&key).arg("bytes").arg(bytes);
+        pipe.cmd("EXPIRE").arg(&key).arg(2 * 86_400).ignore();
+        let (commands, bytes): (u64, u64) = self.core.read_pipeline(&pipe, &[]).await?;
+        Ok((commands, bytes))
     }
 
     async fn record_series(&self, at_s: i64, samples: &[(&str, f64)]) -> HotResult<()> {

@@ -135,6 +135,7 @@ impl Flowstate {
         let Ok(_turn) = tokio::time::timeout_at(deadline.into(), mutex.lock()).await else {
             return Err(held(name, busy));
         };
+        let waited = Instant::now();
         let watch = self.hot().watch_lock(name).await;
         let poll_max = Duration::from_millis(cfg.poll_max_ms);
         let result = loop {
@@ -157,6 +158,9 @@ impl Flowstate {
             }
         };
         drop(watch);
+        let outcome = if result.is_ok() { "granted" } else { "gave_up" };
+        metrics::histogram!("flowstate_lock_wait_seconds", "outcome" => outcome)
+            .record(waited.elapsed().as_secs_f64());
         result
     }
 

@@ -230,7 +230,10 @@ async fn run<Op: BatchOp>(pool: PgPool, mut rx: mpsc::Receiver<Job<Op>>, max_lan
                 lock(&shared).started.insert(number, Some(Instant::now()));
                 changed.notify_one();
             };
+            let timer = Instant::now();
             execute::<Op>(&pool, batch, started).await;
+            metrics::histogram!("flowstate_ledger_write_seconds", "op" => short_name::<Op>())
+                .record(timer.elapsed().as_secs_f64());
             drop(done);
         });
     }

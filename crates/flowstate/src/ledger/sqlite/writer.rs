@@ -198,7 +198,10 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         metrics::histogram!("flowstate_ledger_group_size").record(group.len() as f64);
+        let timer = std::time::Instant::now();
         commit_group(&mut conn, std::mem::take(&mut group));
+        metrics::histogram!("flowstate_ledger_write_seconds", "op" => "group")
+            .record(timer.elapsed().as_secs_f64());
     }
 }
 

@@ -50,6 +50,23 @@ pub struct Config {
     pub backup: BackupConfig,
     /// A managed Redis plan's daily limits, watched by the health monitor.
     pub budget: BudgetConfig,
+    /// The audit of cache operations (`redis_cache_audit`).
+    pub audit: AuditConfig,
+}
+
+/// Audit settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Share of cache operations recorded, 0 to 1 (`FLOWSTATE_AUDIT__SAMPLE_RATE`); every
+    /// failed one is recorded whatever the rate.
+    pub sample_rate: f64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { sample_rate: 0.01 }
+    }
 }
 
 /// Managed-Redis budgets (reference §5.1): with a plan or explicit limits, the health monitor
@@ -122,6 +139,14 @@ impl BudgetConfig {
     }
 }
 
+/// The reference's critical patterns, backed up when a request names none.
+pub const DEFAULT_BACKUP_PATTERNS: [&str; 4] = [
+    "flow:events:*",
+    "cache:flow:state:*",
+    "orchestrator:*",
+    "agent:results:*",
+];
+
 /// Backup settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -132,7 +157,7 @@ pub struct BackupConfig {
     /// (`FLOWSTATE_BACKUP__KEEP`).
     pub keep: u32,
     /// Key patterns a backup covers when its request names none (`FLOWSTATE_BACKUP__PATTERNS`,
-    /// TOML list), relative to `key_prefix`.
+    /// TOML list), relative to `key_prefix`; checked when the service opens.
     pub patterns: Vec<String>,
 }
 
@@ -141,7 +166,7 @@ impl Default for BackupConfig {
         BackupConfig {
             interval_h: 6,
             keep: 7,
-            patterns: crate::model::backup::DEFAULT_PATTERNS
+            patterns: DEFAULT_BACKUP_PATTERNS
                 .iter()
                 .map(|p| (*p).to_string())
                 .collect(),
@@ -296,6 +321,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             backup: BackupConfig::default(),
             budget: BudgetConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -642,13 +668,16 @@ impl Config {
                 locks.fallback_after_ms
             ));
         }
-        if let Err(e) = crate::model::backup::validate_patterns(&self.backup.patterns) {
-            return bad(format!("backup.patterns (FLOWSTATE_BACKUP__PATTERNS): {e}"));
-        }
         if self.backup.keep == 0 || self.backup.interval_h > 24 * 365 {
             return bad(format!(
                 "backup: keep must be at least 1 and interval_h at most 8760 (got {}, {})",
                 self.backup.keep, self.backup.interval_h
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.audit.sample_rate) {
+            return bad(format!(
+                "audit.sample_rate (FLOWSTATE_AUDIT__SAMPLE_RATE) must be within 0..=1, got {}",
+                self.audit.sample_rate
             ));
         }
         let budget = &self.budget;

@@ -18,6 +18,7 @@ pub(super) fn routes() -> OpenApiRouter<Flowstate> {
         .routes(routes!(ready))
         .routes(routes!(health))
         .routes(routes!(fallbacks))
+        .routes(routes!(audit))
 }
 
 /// Page size of the fallback log.
@@ -47,6 +48,39 @@ async fn fallbacks(
 ) -> Result<Json<Fallbacks>, ApiError> {
     let fallbacks = fs.fallbacks(q.limit.unwrap_or(100)).await?;
     Ok(Json(Fallbacks { fallbacks }))
+}
+
+/// Which audit records.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// Only this flow's (`agent:<agent>` for the agent cache).
+    flow_id: Option<String>,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// The newest audit records.
+#[derive(Serialize, ToSchema)]
+struct AuditRecords {
+    /// Newest first.
+    records: Vec<flowstate::model::AuditRecord>,
+}
+
+/// The audit of cache operations (`redis_cache_audit`): a sample of reads, writes and
+/// invalidations (`audit.sample_rate`) and every failed one. Newest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "health", params(AuditQuery),
+    responses((status = 200, description = "Audit records", body = AuditRecords)))]
+async fn audit(
+    State(fs): State<Flowstate>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditRecords>, ApiError> {
+    let records = fs
+        .list_audit(q.flow_id.as_deref(), q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(AuditRecords { records }))
 }
 
 /// Liveness: the process is up.

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod agent_cache;
+mod audit;
 mod backups;
 mod bad_input;
 mod batches;

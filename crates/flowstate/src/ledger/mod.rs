@@ -43,8 +43,8 @@ use crate::model::locks::{
     LockToken,
 };
 use crate::model::{
-    DeletedFlow, DocKind, Document, FallbackRecord, Flow, FlowFilter, Invalidation, Owner,
-    Snapshot, TakenSnapshot, Transition,
+    AuditRecord, DeletedFlow, DocKind, Document, FallbackRecord, Flow, FlowFilter, Invalidation,
+    Owner, Snapshot, TakenSnapshot, Transition,
 };
 
 pub use postgres::PostgresLedger;
@@ -177,6 +177,12 @@ pub trait JournalLedger: Send + Sync + 'static {
 
     /// Forgets invalidations that have been carried out.
     async fn clear_invalidations(&self, ids: &[i64]) -> Result<()>;
+
+    /// Appends rows to `redis_cache_audit`.
+    async fn record_audit(&self, rows: &[AuditRecord]) -> Result<()>;
+
+    /// The newest `redis_cache_audit` rows (of one flow, if given), newest first.
+    async fn list_audit(&self, flow_id: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>>;
 }
 
 /// The event outbox: flow events the hot tier could not take, kept in publication order until

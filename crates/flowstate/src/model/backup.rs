@@ -9,14 +9,6 @@ use crate::error::{Error, Result};
 use crate::model::agent_cache::glob_match;
 use crate::model::checkpoints::b64;
 
-/// The reference's critical patterns, backed up when a request names none.
-pub const DEFAULT_PATTERNS: [&str; 4] = [
-    "flow:events:*",
-    "cache:flow:state:*",
-    "orchestrator:*",
-    "agent:results:*",
-];
-
 /// Longest pattern accepted.
 pub const MAX_PATTERN_LEN: usize = 256;
 

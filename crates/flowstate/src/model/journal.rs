@@ -40,3 +40,23 @@ pub struct Invalidation {
     /// When the write that missed it happened.
     pub recorded_at: OffsetDateTime,
 }
+
+/// One cache operation as the audit log records it (`redis_cache_audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AuditRecord {
+    /// The flow (for the agent cache, `agent:<agent>`).
+    pub flow_id: String,
+    /// The hot-tier key (without `key_prefix`).
+    pub cache_key: String,
+    /// `GET`, `SET` or `INVALIDATE`.
+    pub operation: String,
+    /// `HIT` or `MISS` for a `GET`.
+    pub hit_miss: Option<String>,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    /// How long the hot tier took, in ms.
+    pub latency_ms: f64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}

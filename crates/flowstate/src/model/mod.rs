@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 
 pub use documents::{DocKind, Document, Owner};
 pub use flows::{DeletedFlow, Flow, FlowFilter, FlowPage, NewFlow};
-pub use journal::{FallbackRecord, Invalidation};
+pub use journal::{AuditRecord, FallbackRecord, Invalidation};
 pub use snapshots::{ForkRequest, Snapshot, TakenSnapshot};
 pub use transitions::{Transition, TransitionRequest};
 

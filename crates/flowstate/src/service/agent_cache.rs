@@ -27,9 +27,11 @@ use tokio::sync::Notify;
 
 use time::OffsetDateTime;
 
+use super::audit::Audited;
 use super::{Flowstate, Inner};
 use crate::config::AgentCacheConfig;
 use crate::error::{Error, Result};
+use crate::hot::keys::Keys;
 use crate::model::agent_cache::{
     CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, LeasedLookup, Lookup,
     MAX_LEASE_MS, entry_hash, hash_matches, validate_pattern,
@@ -183,9 +185,10 @@ impl Flowstate {
             return Err(Error::InvalidInput("wait_ms needs lease_ms".into()));
         }
         let hash = entry_hash(agent, &req.input, req.context.as_ref())?;
+        let started = std::time::Instant::now();
         let l1 = self.inner.agent_cache_l1.as_ref();
         if let Some(hit) = l1.and_then(|l1| l1.get(agent, &hash)) {
-            return Ok(self.count_lookup(agent, Some(Lookup::Hit(hit))));
+            return Ok(self.count_lookup(agent, &hash, started, Some(Lookup::Hit(hit))));
         }
         let Some(lease_ms) = req.lease_ms else {
             let found = self
@@ -196,6 +199,8 @@ impl Flowstate {
             }
             return Ok(self.count_lookup(
                 agent,
+                &hash,
+                started,
                 found.map(|f| f.map_or(Lookup::Miss(None), Lookup::Hit)),
             ));
         };
@@ -235,11 +240,25 @@ impl Flowstate {
             pause = (pause * 2).min(WAIT_MAX);
         };
         waiters.unsubscribe(agent, &hash, notify);
-        Ok(self.count_lookup(agent, outcome))
+        Ok(self.count_lookup(agent, &hash, started, outcome))
     }
 
-    /// Counts a lookup's outcome (`None`: the hot tier failed, a miss) and passes it on.
-    fn count_lookup(&self, agent: &str, outcome: Option<Lookup>) -> Lookup {
+    /// Counts (and audits) a lookup's outcome (`None`: the hot tier failed, a miss) and
+    /// passes it on.
+    fn count_lookup(
+        &self,
+        agent: &str,
+        hash: &str,
+        started: std::time::Instant,
+        outcome: Option<Lookup>,
+    ) -> Lookup {
+        let audited = match &outcome {
+            Some(Lookup::Hit(_)) => Audited::Hit,
+            Some(_) => Audited::Miss,
+            None => Audited::Failed("hot tier unavailable"),
+        };
+        let key = Keys::default().agent_result(agent, hash);
+        self.audit(&format!("agent:{agent}"), &key, "GET", started, audited);
         let pending = &self.inner.agent_cache;
         // Per outcome only: agent names are the caller's, too many to label with.
         let result = match &outcome {
@@ -286,6 +305,7 @@ impl Flowstate {
             cached_at: at,
             execution_time: req.execution_time,
         };
+        let started = std::time::Instant::now();
         let stored = match &req.lease_token {
             None => self
                 .hot_read(
@@ -306,6 +326,13 @@ impl Flowstate {
                 None => false,
             },
         };
+        let audited = if stored {
+            Audited::Done
+        } else {
+            Audited::Failed("hot tier unavailable")
+        };
+        let key = Keys::default().agent_result(agent, &hash);
+        self.audit(&format!("agent:{agent}"), &key, "SET", started, audited);
         if let Some(l1) = &self.inner.agent_cache_l1 {
             if stored {
                 l1.put(agent, &hash, &result);
@@ -359,10 +386,21 @@ impl Flowstate {
         if let Some(l1) = &self.inner.agent_cache_l1 {
             l1.invalidate(agent, pattern);
         }
-        self.hot()
-            .invalidate_results(agent, pattern)
-            .await
-            .map_err(|e| Error::HotTierUnavailable(e.to_string()))
+        let started = std::time::Instant::now();
+        let deleted = self.hot().invalidate_results(agent, pattern).await;
+        let audited = match &deleted {
+            Ok(_) => Audited::Done,
+            Err(_) => Audited::Failed("hot tier unavailable"),
+        };
+        let key = Keys::default().agent_results_glob(agent, pattern.unwrap_or("*"));
+        self.audit(
+            &format!("agent:{agent}"),
+            &key,
+            "INVALIDATE",
+            started,
+            audited,
+        );
+        deleted.map_err(|e| Error::HotTierUnavailable(e.to_string()))
     }
 }
 

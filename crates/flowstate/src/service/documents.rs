@@ -13,7 +13,9 @@
 use serde_json::{Map, Value};
 
 use super::Flowstate;
+use super::audit::Audited;
 use crate::error::{Error, Result};
+use crate::hot::keys::Keys;
 use crate::model::{DocKind, Document, ids, now};
 
 impl Flowstate {
@@ -102,11 +104,20 @@ impl Flowstate {
         let (doc, owner) = self
             .unless_unknown(written, flow_id, Some((kind, name)))
             .await?;
-        self.hot_write(
-            "documents.put",
-            self.hot().put_document(kind, &doc, &owner, true, &[]),
-        )
-        .await;
+        let started = std::time::Instant::now();
+        let written = self
+            .hot_write(
+                "documents.put",
+                self.hot().put_document(kind, &doc, &owner, true, &[]),
+            )
+            .await;
+        let key = Keys::default().document(kind, flow_id, name);
+        let audited = if written {
+            Audited::Done
+        } else {
+            Audited::Failed("hot tier unavailable")
+        };
+        self.audit(flow_id, &key, "SET", started, audited);
         Ok(doc)
     }
 
@@ -122,13 +133,21 @@ impl Flowstate {
             ids::validate(kind.name_field(), name)?;
         }
         let epoch = self.hot().epoch();
-        if let Some(Some(doc)) = self
+        let started = std::time::Instant::now();
+        let found = self
             .hot_read(
                 "documents.get",
                 self.hot().get_document(kind, flow_id, name),
             )
-            .await
-        {
+            .await;
+        let audited = match &found {
+            Some(Some(_)) => Audited::Hit,
+            Some(None) => Audited::Miss,
+            None => Audited::Failed("hot tier unavailable"),
+        };
+        let key = Keys::default().document(kind, flow_id, name);
+        self.audit(flow_id, &key, "GET", started, audited);
+        if let Some(Some(doc)) = found {
             return Ok(doc);
         }
         match self.ledger().get_document(kind, flow_id, name).await? {

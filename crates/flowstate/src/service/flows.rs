@@ -7,8 +7,10 @@
 //! can never overwrite a fresher write).
 
 use super::Flowstate;
+use super::audit::Audited;
 use crate::error::{Error, Result};
 use crate::hot::CachedFlow;
+use crate::hot::keys::Keys;
 use crate::model::flows::{INITIAL_STATUS, MAX_PAGE};
 use serde_json::json;
 
@@ -68,10 +70,23 @@ impl Flowstate {
     pub async fn get_flow(&self, flow_id: &str) -> Result<Flow> {
         ids::validate("flow_id", flow_id)?;
         let epoch = self.hot().epoch();
-        match self
+        let started = std::time::Instant::now();
+        let found = self
             .hot_read("flows.get", self.hot().get_flow(flow_id))
-            .await
-        {
+            .await;
+        let audited = match &found {
+            Some(CachedFlow::Present(_) | CachedFlow::Deleted) => Audited::Hit,
+            Some(CachedFlow::Missing) => Audited::Miss,
+            None => Audited::Failed("hot tier unavailable"),
+        };
+        self.audit(
+            flow_id,
+            &Keys::default().flow(flow_id),
+            "GET",
+            started,
+            audited,
+        );
+        match found {
             Some(CachedFlow::Present(flow)) => return Ok(flow),
             Some(CachedFlow::Deleted) => return Err(Error::FlowNotFound(flow_id.to_string())),
             Some(CachedFlow::Missing) | None => {}

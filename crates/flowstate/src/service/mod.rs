@@ -7,6 +7,7 @@
 //! can let a stale value be read.
 
 mod agent_cache;
+mod audit;
 mod backups;
 mod checkpoints;
 mod connections;
@@ -69,6 +70,10 @@ struct Inner {
     locks: locks::LockState,
     /// The health monitor's alerts and latest figures.
     monitor: monitor::MonitorState,
+    /// Where audit records go (written by [`audit::write`]).
+    audit: tokio::sync::mpsc::Sender<crate::model::AuditRecord>,
+    /// Failed operations audited this second.
+    audit_failures: audit::FailureBudget,
 }
 
 tokio::task_local! {
@@ -90,6 +95,9 @@ impl Flowstate {
     /// Opens both tiers as configured and applies ledger migrations.
     pub async fn open(config: Config) -> Result<Self> {
         config.validate()?;
+        crate::model::backup::validate_patterns(&config.backup.patterns).map_err(|e| {
+            crate::Error::Config(format!("backup.patterns (FLOWSTATE_BACKUP__PATTERNS): {e}"))
+        })?;
         let ledger = ledger::open(&config.database).await?;
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
@@ -104,6 +112,7 @@ impl Flowstate {
             Box::new(MemoryHot::new(ttls, &config.events))
         };
         let agent_cache_l1 = agent_cache::L1::new(&config.agent_cache, hot.shared());
+        let (audit_tx, audit_rx) = audit::queue();
         let service = Flowstate {
             inner: Arc::new(Inner {
                 config,
@@ -119,6 +128,8 @@ impl Flowstate {
                 instance_id: uuid::Uuid::now_v7().to_string(),
                 locks: locks::LockState::default(),
                 monitor: monitor::MonitorState::default(),
+                audit: audit_tx,
+                audit_failures: audit::FailureBudget::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {
@@ -139,6 +150,7 @@ impl Flowstate {
         tokio::spawn(monitor::run(Arc::downgrade(&service.inner), webhook));
         tokio::spawn(backups::schedule(Arc::downgrade(&service.inner)));
         tokio::spawn(monitor::recycle(Arc::downgrade(&service.inner)));
+        tokio::spawn(audit::write(Arc::downgrade(&service.inner), audit_rx));
         Ok(service)
     }
 

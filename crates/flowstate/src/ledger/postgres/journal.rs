@@ -1,4 +1,4 @@
-//! The journal on PostgreSQL: the fallback log and the invalidation journal.
+//! The journal on PostgreSQL: the fallback log, the invalidation journal and the cache audit.
 
 use async_trait::async_trait;
 use sqlx::Postgres;
@@ -8,9 +8,10 @@ use super::PostgresLedger;
 use crate::error::Result;
 use crate::ledger::JournalLedger;
 use crate::ledger::sql::journal::{
-    FallbackRow, InvalidationRow, LIST_FALLBACKS, PENDING_INVALIDATIONS, insert_fallback,
+    AuditRow, FallbackRow, INSERT_AUDIT, InvalidationRow, LIST_AUDIT, LIST_FALLBACKS,
+    PENDING_INVALIDATIONS, insert_fallback,
 };
-use crate::model::{FallbackRecord, Invalidation};
+use crate::model::{AuditRecord, FallbackRecord, Invalidation};
 
 #[async_trait]
 impl JournalLedger for PostgresLedger {
@@ -21,6 +22,33 @@ impl JournalLedger for PostgresLedger {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn record_audit(&self, rows: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(INSERT_AUDIT)
+                .bind(&r.flow_id)
+                .bind(&r.cache_key)
+                .bind(&r.operation)
+                .bind(&r.hit_miss)
+                .bind(r.timestamp)
+                .bind(r.latency_ms)
+                .bind(&r.error)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, flow_id: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(LIST_AUDIT)
+            .bind(flow_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditRow::into_record).collect())
     }
 
     async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {

@@ -85,3 +85,39 @@ impl InvalidationRow {
         }
     }
 }
+
+/// SQL of one audit row.
+pub(in crate::ledger) const INSERT_AUDIT: &str = "INSERT INTO redis_cache_audit \
+     (flow_id, cache_key, operation, hit_miss, timestamp, latency_ms, error) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// SQL of the newest audit rows, of one flow when $1 is not NULL.
+pub(in crate::ledger) const LIST_AUDIT: &str = "SELECT flow_id, cache_key, operation, hit_miss, \
+     timestamp, latency_ms, error FROM redis_cache_audit \
+     WHERE (CAST($1 AS TEXT) IS NULL OR flow_id = $1) ORDER BY id DESC LIMIT $2";
+
+/// A `redis_cache_audit` row.
+#[derive(sqlx::FromRow)]
+pub(in crate::ledger) struct AuditRow {
+    flow_id: String,
+    cache_key: String,
+    operation: String,
+    hit_miss: Option<String>,
+    timestamp: OffsetDateTime,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+}
+
+impl AuditRow {
+    pub(in crate::ledger) fn into_record(self) -> crate::model::AuditRecord {
+        crate::model::AuditRecord {
+            flow_id: self.flow_id,
+            cache_key: self.cache_key,
+            operation: self.operation,
+            hit_miss: self.hit_miss,
+            timestamp: self.timestamp,
+            latency_ms: self.latency_ms.unwrap_or_default(),
+            error: self.error,
+        }
+    }
+}

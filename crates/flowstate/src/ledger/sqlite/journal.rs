@@ -1,4 +1,4 @@
-//! The journal on SQLite: the fallback log and the invalidation journal.
+//! The journal on SQLite: the fallback log, the invalidation journal and the cache audit.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
@@ -9,9 +9,10 @@ use super::writer::{json, sql_err, ts};
 use crate::error::Result;
 use crate::ledger::JournalLedger;
 use crate::ledger::sql::journal::{
-    FallbackRow, INSERT_FALLBACK, InvalidationRow, LIST_FALLBACKS, PENDING_INVALIDATIONS,
+    AuditRow, FallbackRow, INSERT_AUDIT, INSERT_FALLBACK, InvalidationRow, LIST_AUDIT,
+    LIST_FALLBACKS, PENDING_INVALIDATIONS,
 };
-use crate::model::{FallbackRecord, Invalidation};
+use crate::model::{AuditRecord, FallbackRecord, Invalidation};
 
 #[async_trait]
 impl JournalLedger for SqliteLedger {
@@ -20,6 +21,40 @@ impl JournalLedger for SqliteLedger {
         self.writer
             .submit(move |c| record_fallbacks(c, &rows))
             .await
+    }
+
+    async fn record_audit(&self, rows: &[AuditRecord]) -> Result<()> {
+        let mut rows_ts = Vec::with_capacity(rows.len());
+        for r in rows {
+            rows_ts.push((r.clone(), ts(r.timestamp)?));
+        }
+        self.writer
+            .submit(move |c| {
+                let mut stmt = c.prepare_cached(INSERT_AUDIT).map_err(sql_err)?;
+                for (r, at) in &rows_ts {
+                    stmt.execute(params![
+                        r.flow_id,
+                        r.cache_key,
+                        r.operation,
+                        r.hit_miss,
+                        at,
+                        r.latency_ms,
+                        r.error
+                    ])
+                    .map_err(sql_err)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_audit(&self, flow_id: Option<&str>, limit: u32) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = sqlx::query_as(LIST_AUDIT)
+            .bind(flow_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.into_iter().map(AuditRow::into_record).collect())
     }
 
     async fn list_fallbacks(&self, limit: u32) -> Result<Vec<FallbackRecord>> {

@@ -38,16 +38,25 @@ pub enum FlowsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print them as a JSON array.
+        #[arg(long)]
+        json: bool,
     },
-    /// Show one flow as JSON.
+    /// Show one flow.
     Show {
         /// The flow id.
         flow_id: String,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a flow and its descendants as a tree.
     Tree {
         /// The root flow id.
         flow_id: String,
+        /// Print it as nested JSON (`{flow, children: [...]}`).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -144,6 +153,16 @@ impl Client {
             );
         }
         Ok(body)
+    }
+
+    /// `flow` and its descendants as nested JSON: `{flow, children: [...]}`.
+    async fn tree(&self, flow: Value) -> anyhow::Result<Value> {
+        let id = str_of(&flow, "flow_id").to_string();
+        let mut children = Vec::new();
+        for child in self.flows(&[("parent_flow_id", id)], u32::MAX).await? {
+            children.push(Box::pin(self.tree(child)).await?);
+        }
+        Ok(serde_json::json!({ "flow": flow, "children": children }))
     }
 
     /// Every flow matching `query`, following cursors.
@@ -316,6 +335,7 @@ pub async fn flows(target: &Target, command: &FlowsCommand) -> anyhow::Result<()
             flow_type,
             parent,
             limit,
+            json,
         } => {
             let mut query = Vec::new();
             for (key, value) in [
@@ -328,6 +348,10 @@ pub async fn flows(target: &Target, command: &FlowsCommand) -> anyhow::Result<()
                 }
             }
             let flows = client.flows(&query, *limit).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&flows)?);
+                return Ok(());
+            }
             println!(
                 "{:<40} {:<24} {:<16} {:<40}",
                 "FLOW", "TYPE", "STATUS", "PARENT"
@@ -342,12 +366,37 @@ pub async fn flows(target: &Target, command: &FlowsCommand) -> anyhow::Result<()
                 );
             }
         }
-        FlowsCommand::Show { flow_id } => {
+        FlowsCommand::Show { flow_id, json } => {
             let flow = client.get(&format!("/v1/flows/{flow_id}"), &[]).await?;
-            println!("{}", serde_json::to_string_pretty(&flow)?);
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&flow)?);
+            } else {
+                for field in [
+                    "flow_id",
+                    "flow_type",
+                    "status",
+                    "parent_flow_id",
+                    "version",
+                    "created_at",
+                    "updated_at",
+                ] {
+                    let value = match &flow[field] {
+                        Value::String(s) => s.clone(),
+                        Value::Null => "-".into(),
+                        other => other.to_string(),
+                    };
+                    println!("{field:<15} {value}");
+                }
+                println!("{:<15} {}", "metadata", flow["metadata"]);
+            }
         }
-        FlowsCommand::Tree { flow_id } => {
+        FlowsCommand::Tree { flow_id, json } => {
             let root = client.get(&format!("/v1/flows/{flow_id}"), &[]).await?;
+            if *json {
+                let tree = client.tree(root).await?;
+                println!("{}", serde_json::to_string_pretty(&tree)?);
+                return Ok(());
+            }
             let mut stack = vec![(root, 0usize)];
             while let Some((flow, depth)) = stack.pop() {
                 println!(

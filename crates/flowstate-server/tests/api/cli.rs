@@ -64,10 +64,28 @@ async fn health_ls_show_tree() {
     assert_eq!(out.lines().count(), 2, "header + one flow: {out}");
     assert!(out.lines().nth(1).unwrap().starts_with("b "), "{out}");
 
+    let (ok, out, _) = cli(&app, &["flows", "ls", "--status", "running", "--json"]).await;
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["flow_id"], "b");
+
     let (ok, out, _) = cli(&app, &["flows", "show", "a1"]).await;
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("parent_flow_id") && l.ends_with(" a")),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&app, &["flows", "show", "a1", "--json"]).await;
     assert!(ok);
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["parent_flow_id"], "a");
+
+    let (ok, out, _) = cli(&app, &["flows", "tree", "root", "--json"]).await;
+    assert!(ok);
+    let tree: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(tree["flow"]["flow_id"], "root");
+    assert_eq!(tree["children"][0]["children"][0]["flow"]["flow_id"], "a1");
 
     let (ok, _, err) = cli(&app, &["flows", "show", "ghost"]).await;
     assert!(!ok, "an unknown flow is an error");

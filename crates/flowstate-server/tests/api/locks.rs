@@ -317,13 +317,12 @@ async fn shared_counter_from(a: TestApp) {
     assert_eq!(guarded.counter.load(Ordering::SeqCst), 2000);
 }
 
-/// The same with a private redis-server killed mid-run and restarted empty while a holder is
-/// inside its critical section: locks answer 503 while it is down, and after it comes back
-/// nothing is granted until every lock the lost Redis granted has lapsed (else the holder's
-/// write would undo its successors'); fencing tokens still only grow.
-#[tokio::test]
-async fn shared_counter_across_redis_restarted_empty() {
-    let mut redis = RedisServer::start().await;
+/// Two instances on a private redis-server and one SQLite ledger, with short Redis timeouts
+/// and lock times (and `tweak`).
+async fn two_instances_on(
+    redis: &RedisServer,
+    tweak: impl FnOnce(&mut flowstate::Config),
+) -> [Arc<TestApp>; 2] {
     let url = redis.url();
     let a = spawn_app_with(Backend::RedisSqlite, |c| {
         c.redis.url = Some(url);
@@ -332,18 +331,35 @@ async fn shared_counter_across_redis_restarted_empty() {
         c.redis.reconnect_max_delay_ms = 200;
         c.locks.max_ttl_ms = 2000;
         c.locks.poll_max_ms = 20;
+        tweak(c);
     })
     .await;
     let b = spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await;
-    let apps = [Arc::new(a), Arc::new(b)];
-    let guarded = Arc::new(Guarded::default());
-    let handles = run_workers(&apps, &guarded, 60).await;
-    // Let them run, then take Redis away with everything it held.
-    while guarded.counter.load(Ordering::SeqCst) < 300 {
+    [Arc::new(a), Arc::new(b)]
+}
+
+/// Once the counter reaches `count`, makes the next holder pause inside its critical section
+/// and returns when it is there.
+async fn hold_mid_update_after(guarded: &Guarded, count: u64) {
+    while guarded.counter.load(Ordering::SeqCst) < count {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     guarded.slow.store(true, Ordering::SeqCst);
     guarded.in_slow.notified().await;
+}
+
+/// The same with a private redis-server killed mid-run and restarted empty while a holder is
+/// inside its critical section: locks answer 503 while it is down, and after it comes back
+/// nothing is granted until every lock the lost Redis granted has lapsed (else the holder's
+/// write would undo its successors'); fencing tokens still only grow.
+#[tokio::test]
+async fn shared_counter_across_redis_restarted_empty() {
+    let mut redis = RedisServer::start().await;
+    let apps = two_instances_on(&redis, |_| {}).await;
+    let guarded = Arc::new(Guarded::default());
+    let handles = run_workers(&apps, &guarded, 60).await;
+    // Let them run, then take Redis away with everything it held.
+    hold_mid_update_after(&guarded, 300).await;
     let before = *guarded.highest_fence.lock().unwrap();
     let port = redis.port;
     redis.kill();
@@ -367,28 +383,15 @@ async fn shared_counter_across_redis_restarted_empty() {
 #[tokio::test]
 async fn shared_counter_across_a_redis_outage() {
     let mut redis = RedisServer::start().await;
-    let url = redis.url();
-    let a = spawn_app_with(Backend::RedisSqlite, |c| {
-        c.redis.url = Some(url.clone());
-        c.redis.command_timeout_ms = 200;
-        c.redis.connect_timeout_ms = 200;
-        c.redis.reconnect_max_delay_ms = 200;
-        c.locks.max_ttl_ms = 2000;
-        c.locks.poll_max_ms = 20;
+    let apps = two_instances_on(&redis, |c| {
         c.locks.horizon_step_ms = 500;
         c.locks.fallback_after_ms = 300;
     })
     .await;
-    let b = spawn_app_from(a.config.clone(), tempfile::tempdir().unwrap()).await;
-    let apps = [Arc::new(a), Arc::new(b)];
     let guarded = Arc::new(Guarded::default());
     let handles = run_workers(&apps, &guarded, 60).await;
-    while guarded.counter.load(Ordering::SeqCst) < 300 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     // Away while a holder is inside its critical section.
-    guarded.slow.store(true, Ordering::SeqCst);
-    guarded.in_slow.notified().await;
+    hold_mid_update_after(&guarded, 300).await;
     let port = redis.port;
     redis.kill();
     let at_kill = guarded.counter.load(Ordering::SeqCst);
@@ -408,8 +411,7 @@ async fn shared_counter_across_a_redis_outage() {
         "the ledger grants in a later generation: {fence_at_kill} -> {fence_on_ledger}"
     );
     // Back while a lease holder is inside its critical section: its lease must be copied.
-    guarded.slow.store(true, Ordering::SeqCst);
-    guarded.in_slow.notified().await;
+    hold_mid_update_after(&guarded, 0).await;
     let redis = RedisServer::start_on(port).await;
     for h in handles {
         h.await.unwrap();

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{Flowstate, Inner};
+use super::{Flowstate, Inner, unpoisoned};
 use crate::error::{Error, Result};
 use crate::model::checkpoints::validate_text;
 use crate::model::{AuditRecord, now};
@@ -34,8 +34,7 @@ pub(super) struct FailureBudget(std::sync::Mutex<(i64, u32)>);
 impl FailureBudget {
     /// Whether one more failure may be recorded now.
     fn take(&self) -> bool {
-        // A poisoned lock only means a panic between two complete assignments.
-        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = unpoisoned(&self.0);
         let second = now().unix_timestamp();
         if slot.0 != second {
             *slot = (second, 0);

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Flowstate;
+use super::{Flowstate, unpoisoned};
 use crate::error::{Error, Result};
 use crate::hot::{HotError, LockAttempt, LockHot};
 use crate::model::locks::{
@@ -94,11 +94,6 @@ enum Try {
 enum Step<T> {
     Done(T),
     Again,
-}
-
-fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic between two complete assignments.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Flowstate {
@@ -430,7 +425,7 @@ impl Flowstate {
             .await
             .unwrap_or(Err(HotError::Unavailable));
         if reply.is_ok() {
-            *guard(&self.inner.locks.redis_down_since) = None;
+            *unpoisoned(&self.inner.locks.redis_down_since) = None;
         }
         reply
     }
@@ -457,7 +452,8 @@ impl Flowstate {
     /// A lock call found Redis unreachable: once it has been for `locks.fallback_after_ms`
     /// with the breaker open, locks move to the ledger (`Ok`); until then 503.
     async fn redis_failed(&self, generation: u64, e: HotError) -> Result<()> {
-        let since = *guard(&self.inner.locks.redis_down_since).get_or_insert_with(Instant::now);
+        let since =
+            *unpoisoned(&self.inner.locks.redis_down_since).get_or_insert_with(Instant::now);
         let after = Duration::from_millis(self.config().locks.fallback_after_ms);
         if !(self.hot().stats().breaker_open && since.elapsed() >= after) {
             return Err(unavailable(e));
@@ -470,7 +466,7 @@ impl Flowstate {
     /// Whether Redis looks reachable again (its breaker closed, no hand-over just failed).
     fn redis_is_back(&self) -> bool {
         !self.hot().stats().breaker_open
-            && guard(&self.inner.locks.return_after).is_none_or(|t| Instant::now() >= t)
+            && unpoisoned(&self.inner.locks.return_after).is_none_or(|t| Instant::now() >= t)
     }
 
     /// Hands locks back to Redis: stop the leases, copy the live ones into Redis, let Redis
@@ -511,7 +507,7 @@ impl Flowstate {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "locks could not return to Redis; the ledger's leases serve on");
-                *guard(&self.inner.locks.return_after) = Some(Instant::now() + RETURN_BACKOFF);
+                *unpoisoned(&self.inner.locks.return_after) = Some(Instant::now() + RETURN_BACKOFF);
                 self.change_authority(generation, AuthorityChange::ToLedger)
                     .await?;
             }
@@ -604,13 +600,13 @@ impl Flowstate {
     }
 
     fn lock_turn(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = guard(&self.inner.locks.turns);
+        let mut turns = unpoisoned(&self.inner.locks.turns);
         Arc::clone(turns.entry(name.to_string()).or_default())
     }
 
     /// Drops the name's turn once no waiter holds it.
     fn forget_turn(&self, name: &str, turn: Arc<tokio::sync::Mutex<()>>) {
-        let mut turns = guard(&self.inner.locks.turns);
+        let mut turns = unpoisoned(&self.inner.locks.turns);
         drop(turn);
         if turns.get(name).is_some_and(|t| Arc::strong_count(t) == 1) {
             turns.remove(name);

@@ -76,6 +76,12 @@ struct Inner {
     audit_failures: audit::FailureBudget,
 }
 
+/// Locks `m`, also after a panic in another holder: the service's mutexes only ever hold
+/// values changed by complete assignments, so a poisoned one is still consistent.
+pub(super) fn unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 tokio::task_local! {
     /// Set when the request running in this task was served without the hot tier.
     static DEGRADED: Cell<bool>;

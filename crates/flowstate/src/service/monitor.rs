@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Flowstate, Inner};
+use super::{Flowstate, Inner, unpoisoned};
 use crate::hot::HotError;
 use crate::model::health::{Alert, Alerts, BudgetUsage, Check, Figures, Thresholds, breaches};
 use crate::model::now;
@@ -37,20 +37,15 @@ pub(super) struct MonitorState {
     last: Mutex<Option<Figures>>,
 }
 
-fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a panic between two complete assignments.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Flowstate {
     /// The alerts active at the latest check.
     pub fn active_alerts(&self) -> Vec<Alert> {
-        guard(&self.inner.monitor.alerts).active()
+        unpoisoned(&self.inner.monitor.alerts).active()
     }
 
     /// The latest check's figures, if one has run.
     pub fn latest_figures(&self) -> Option<Figures> {
-        guard(&self.inner.monitor.last).clone()
+        unpoisoned(&self.inner.monitor.last).clone()
     }
 }
 
@@ -190,8 +185,11 @@ impl Flowstate {
         };
         let at = now();
         let measured = matches!(check, Check::Measured(_));
-        let changes =
-            guard(&self.inner.monitor.alerts).update(breaches(&check, &thresholds), measured, at);
+        let changes = unpoisoned(&self.inner.monitor.alerts).update(
+            breaches(&check, &thresholds),
+            measured,
+            at,
+        );
         for alert in &changes.raised {
             metrics::counter!("flowstate_alerts_total", "metric" => alert.metric.clone())
                 .increment(1);
@@ -224,7 +222,7 @@ impl Flowstate {
                     tracing::debug!(error = %e, "health series not recorded");
                 }
             }
-            *guard(&self.inner.monitor.last) = Some(figures.as_ref().clone());
+            *unpoisoned(&self.inner.monitor.last) = Some(figures.as_ref().clone());
         }
         let Some(webhook) = webhook.filter(|_| leads) else {
             return;

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use ::redis::{Script, Value};
 use async_trait::async_trait;
 
-use super::RedisHot;
+use super::{RedisHot, reply_int};
 use crate::hot::fanout::LockWatch;
 use crate::hot::{HotError, HotResult, LockAttempt, LockHot, LockWaitHot};
 use crate::model::locks::LiveLease;
@@ -44,14 +44,6 @@ impl RedisHot {
     }
 }
 
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
 fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -63,7 +55,7 @@ fn text(v: &Value) -> Option<String> {
 /// `{-1, run_id}`, as both scripts answer for another Redis process.
 fn untrusted(items: &[Value]) -> Option<LockAttempt> {
     match items {
-        [code, run] if int(code) == Some(-1) => Some(LockAttempt::Untrusted {
+        [code, run] if reply_int(code) == Some(-1) => Some(LockAttempt::Untrusted {
             run_id: text(run).unwrap_or_default(),
         }),
         _ => None,
@@ -99,15 +91,15 @@ impl LockHot for RedisHot {
             return Ok(attempt);
         }
         Ok(match items.as_slice() {
-            [code, fence] if int(code) == Some(1) => LockAttempt::Granted {
-                fence: int(fence)
+            [code, fence] if reply_int(code) == Some(1) => LockAttempt::Granted {
+                fence: reply_int(fence)
                     .and_then(|f| u64::try_from(f).ok())
                     .ok_or_else(|| self.lock_reply_error(name, &reply))?,
             },
-            [code, pttl] if int(code) == Some(0) => LockAttempt::Held {
-                retry_in_ms: int(pttl).and_then(|p| u64::try_from(p).ok()),
+            [code, pttl] if reply_int(code) == Some(0) => LockAttempt::Held {
+                retry_in_ms: reply_int(pttl).and_then(|p| u64::try_from(p).ok()),
             },
-            [code] if int(code) == Some(-2) => LockAttempt::Stale,
+            [code] if reply_int(code) == Some(-2) => LockAttempt::Stale,
             _ => return Err(self.lock_reply_error(name, &reply)),
         })
     }
@@ -133,7 +125,7 @@ impl LockHot for RedisHot {
         {
             return Ok(attempt);
         }
-        match int(&reply) {
+        match reply_int(&reply) {
             Some(1) => Ok(LockAttempt::Granted { fence: 0 }),
             Some(0) => Ok(LockAttempt::Held { retry_in_ms: None }),
             _ => Err(self.lock_reply_error(name, &reply)),

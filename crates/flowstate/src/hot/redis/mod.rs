@@ -95,6 +95,15 @@ struct Core {
     invalidations: AtomicU64,
 }
 
+/// An integer reply (or a bulk string holding one, as scripts return large numbers).
+fn reply_int(v: &::redis::Value) -> Option<i64> {
+    match v {
+        ::redis::Value::Int(i) => Some(*i),
+        ::redis::Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Whether an error means Redis is unreachable or too slow (as opposed to an error reply).
 fn unavailable(e: &::redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use ::redis::{Script, Value};
 use async_trait::async_trait;
 
-use super::RedisHot;
+use super::{RedisHot, reply_int};
 use crate::hot::{HotResult, MonitorHot};
 use crate::model::health::{Figures, SlowCommand};
 use crate::model::now;
@@ -44,13 +44,6 @@ fn keyspace_keys(info: &str) -> u64 {
         .sum()
 }
 
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        _ => None,
-    }
-}
-
 /// The newest slow log entry's id.
 fn newest_id(reply: &Value) -> Option<i64> {
     let Value::Array(entries) = reply else {
@@ -59,7 +52,7 @@ fn newest_id(reply: &Value) -> Option<i64> {
     entries
         .iter()
         .filter_map(|e| match e {
-            Value::Array(fields) => int(fields.first()?),
+            Value::Array(fields) => reply_int(fields.first()?),
             _ => None,
         })
         .max()
@@ -74,7 +67,7 @@ fn slow_commands(reply: &Value, after: Option<i64>) -> Vec<SlowCommand> {
         .iter()
         .filter_map(|e| {
             let Value::Array(fields) = e else { return None };
-            let id = int(fields.first()?)?;
+            let id = reply_int(fields.first()?)?;
             if after.is_some_and(|a| id <= a) {
                 return None;
             }
@@ -88,8 +81,8 @@ fn slow_commands(reply: &Value, after: Option<i64>) -> Vec<SlowCommand> {
             Some(SlowCommand {
                 id,
                 command,
-                duration_ms: int(fields.get(2)?)? as f64 / 1000.0,
-                at: int(fields.get(1)?)?,
+                duration_ms: reply_int(fields.get(2)?)? as f64 / 1000.0,
+                at: reply_int(fields.get(1)?)?,
             })
         })
         .collect();

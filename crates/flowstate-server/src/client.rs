@@ -19,6 +19,9 @@ pub struct Target {
         global = true
     )]
     pub url: String,
+    /// API token (`FLOWSTATE_TOKEN`), sent as `Authorization: Bearer <token>`.
+    #[arg(long, env = "FLOWSTATE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `flowstate flows …`.
@@ -95,6 +98,7 @@ pub enum BackupCommand {
 struct Client {
     http: reqwest::Client,
     base: String,
+    token: Option<String>,
 }
 
 impl Client {
@@ -102,6 +106,15 @@ impl Client {
         Client {
             http: reqwest::Client::new(),
             base: target.url.trim_end_matches('/').to_string(),
+            token: target.token.clone(),
+        }
+    }
+
+    /// `req` with the token, if any.
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
         }
     }
 
@@ -109,8 +122,7 @@ impl Client {
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let resp = self
-            .http
-            .get(&url)
+            .authorized(self.http.get(&url))
             .query(query)
             .send()
             .await
@@ -134,8 +146,7 @@ impl Client {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let resp = self
-            .http
-            .post(&url)
+            .authorized(self.http.post(&url))
             .json(body)
             .send()
             .await

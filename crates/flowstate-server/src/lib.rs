@@ -31,6 +31,23 @@ pub struct Application {
 impl Application {
     /// Opens both tiers (running ledger migrations) and binds `config.listen`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // What the server will accept, not what was written: blank entries do not count.
+        let open = flowstate::security::TokenSet::parse(
+            config.security.api_tokens.0.iter().map(String::as_str),
+        )
+        .map_or(true, |tokens| tokens.is_empty());
+        if open && !config.listen.ip().is_loopback() {
+            if !config.security.insecure_open {
+                anyhow::bail!(
+                    "refusing to listen on {} without API tokens: anyone who can reach it could read and delete every flow. Set FLOWSTATE_API_TOKENS (docs/security.md), listen on 127.0.0.1, or pass --insecure-open",
+                    config.listen
+                );
+            }
+            tracing::warn!(
+                addr = %config.listen,
+                "INSECURE: serving WITHOUT AUTHENTICATION on a non-loopback address (--insecure-open): anyone who can reach this port can read, change and delete every flow"
+            );
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -54,8 +71,11 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = http::router(self.service);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
     }
 }

@@ -28,6 +28,9 @@ enum Command {
         /// Address to listen on (overrides FLOWSTATE_LISTEN).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve without API tokens on a non-loopback address (logs a loud warning).
+        #[arg(long)]
+        insecure_open: bool,
     },
     /// Apply ledger migrations and exit.
     Migrate,
@@ -87,11 +90,15 @@ fn main() -> anyhow::Result<()> {
 /// Runs `cli`; `config` is loaded already for the commands that need it.
 async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            insecure_open,
+        } => {
             let mut config = config.map_or_else(Config::load, Ok)?;
             if let Some(listen) = listen {
                 config.listen = listen;
             }
+            config.security.insecure_open |= insecure_open;
             let hot = if config.redis.is_enabled() {
                 "redis"
             } else {

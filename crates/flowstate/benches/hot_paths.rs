@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowstate::hot::codec;
+use flowstate::security::Signer;
 use flowstate::{Config, Flowstate, NewFlow, TransitionRequest};
 use serde_json::{Value, json};
 
@@ -23,13 +24,18 @@ fn phase_state() -> Value {
 
 fn codec_paths(c: &mut Criterion) {
     let state = phase_state();
-    let encoded = codec::encode(7, &state).unwrap();
-    c.bench_function("codec/encode 1 KB state (zstd)", |b| {
-        b.iter(|| codec::encode(7, black_box(&state)).unwrap())
-    });
-    c.bench_function("codec/decode 1 KB state (zstd)", |b| {
-        b.iter(|| codec::decode::<Value>(black_box(&encoded)).unwrap())
-    });
+    let plain = Signer::default();
+    let signed = Signer::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
+    for (name, signer) in [("", &plain), (", signed", &signed)] {
+        let key = "flow:state:{bench}";
+        let encoded = codec::encode(signer, key, 7, &state).unwrap();
+        c.bench_function(&format!("codec/encode 1 KB state (zstd{name})"), |b| {
+            b.iter(|| codec::encode(signer, key, 7, black_box(&state)).unwrap())
+        });
+        c.bench_function(&format!("codec/decode 1 KB state (zstd{name})"), |b| {
+            b.iter(|| codec::decode::<Value>(signer, key, black_box(&encoded)).unwrap())
+        });
+    }
 }
 
 fn embedded_paths(c: &mut Criterion) {
@@ -43,6 +49,7 @@ fn embedded_paths(c: &mut Criterion) {
         flow_type: "research".into(),
         parent_flow_id: None,
         metadata: None,
+        sensitive: false,
     }))
     .unwrap();
 

@@ -52,6 +52,105 @@ pub struct Config {
     pub budget: BudgetConfig,
     /// The audit of cache operations (`redis_cache_audit`).
     pub audit: AuditConfig,
+    /// Authentication, value signing and encryption (docs/security.md).
+    pub security: SecurityConfig,
+    /// Limits on requests: JSON shape, rate, time.
+    pub limits: LimitsConfig,
+}
+
+/// A secret setting: serialised as given (figment layers through serde), never shown by
+/// `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// A list of secret entries, given as a TOML list or one comma-separated string (how an
+/// environment variable carries it); never shown by `Debug`.
+#[derive(Clone, Serialize, PartialEq, Eq, Default)]
+#[serde(transparent)]
+pub struct SecretList(pub Vec<String>);
+
+impl std::fmt::Debug for SecretList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} entries]", self.0.len())
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(SecretList(match Given::deserialize(d)? {
+            Given::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect(),
+            Given::Many(v) => v,
+        }))
+    }
+}
+
+/// Authentication, signing and encryption settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// API tokens with their roles, `role:token` or `role:sha256:<hex>` (`FLOWSTATE_API_TOKENS`,
+    /// comma-separated). None: the server runs open, and only on a loopback address.
+    pub api_tokens: SecretList,
+    /// Serve `/metrics` without a token (`FLOWSTATE_SECURITY__OPEN_METRICS`); otherwise it
+    /// takes a `read` token like the API.
+    pub open_metrics: bool,
+    /// Allow running without tokens on a non-loopback address (`--insecure-open`).
+    pub insecure_open: bool,
+    /// Key of the HMAC tag on every value written to Redis (`FLOWSTATE_SECRET_KEY`, at least
+    /// 32 bytes). Unset: values are not signed.
+    pub secret_key: Option<Secret>,
+    /// Keys sealing sensitive flows' data, `<key_id>:<base64 of 32 bytes>`, the first sealing
+    /// new writes (`FLOWSTATE_ENCRYPTION_KEYS`, comma-separated).
+    pub encryption_keys: SecretList,
+}
+
+/// Request limits; every one has a safe default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Deepest nesting of arrays and objects in a JSON body (`FLOWSTATE_LIMITS__MAX_JSON_DEPTH`).
+    pub max_json_depth: usize,
+    /// Most object keys plus array elements in one JSON body
+    /// (`FLOWSTATE_LIMITS__MAX_JSON_ITEMS`).
+    pub max_json_items: usize,
+    /// Requests per second each token may make, sustained (`FLOWSTATE_LIMITS__RATE_PER_S`);
+    /// 0 turns rate limiting off. Without tokens nothing is limited.
+    pub rate_per_s: u32,
+    /// Requests a token may make at once above the sustained rate (`FLOWSTATE_LIMITS__RATE_BURST`).
+    pub rate_burst: u32,
+    /// Longest a request may take before it is answered 503 `request_timeout`
+    /// (`FLOWSTATE_LIMITS__REQUEST_TIMEOUT_MS`); event streams are exempt.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_json_depth: 64,
+            max_json_items: 100_000,
+            rate_per_s: 2000,
+            rate_burst: 4000,
+            request_timeout_ms: 90_000,
+        }
+    }
 }
 
 /// Audit settings.
@@ -322,6 +421,8 @@ impl Default for Config {
             backup: BackupConfig::default(),
             budget: BudgetConfig::default(),
             audit: AuditConfig::default(),
+            security: SecurityConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -334,6 +435,10 @@ pub struct RedisConfig {
     pub enabled: Option<bool>,
     /// `REDIS_URL` (`redis://` or `rediss://`); defaults to `redis://localhost:6379/0`.
     pub url: Option<String>,
+    /// ACL user (`REDIS_USERNAME`), instead of one in the URL.
+    pub username: Option<String>,
+    /// Password (`REDIS_PASSWORD`), instead of one in the URL; redacted wherever shown.
+    pub password: Option<Secret>,
     /// `REDIS_SSL_REQUIRED`: refuse any URL that is not `rediss://`.
     pub ssl_required: bool,
     /// PEM file of the certificate authorities to trust for `rediss://` instead of the public
@@ -359,6 +464,8 @@ impl Default for RedisConfig {
         RedisConfig {
             enabled: None,
             url: None,
+            username: None,
+            password: None,
             ssl_required: false,
             ca_cert: None,
             max_connections: 50,
@@ -544,6 +651,11 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("DATABASE_URL", "database.url"),
     ("FLOWSTATE_ALERT_WEBHOOK", "health.alert_webhook"),
     ("UPSTASH_PLAN", "budget.plan"),
+    ("REDIS_USERNAME", "redis.username"),
+    ("REDIS_PASSWORD", "redis.password"),
+    ("FLOWSTATE_API_TOKENS", "security.api_tokens"),
+    ("FLOWSTATE_SECRET_KEY", "security.secret_key"),
+    ("FLOWSTATE_ENCRYPTION_KEYS", "security.encryption_keys"),
 ];
 
 /// Turns figment's errors into messages that name the setting and the variable to fix.
@@ -567,6 +679,38 @@ fn describe(errors: figment::Error) -> Error {
 }
 
 impl Config {
+    /// Every secret among the settings (passwords in URLs, the Redis password, the secret key,
+    /// API tokens, encryption keys), to redact from anything shown.
+    pub fn secrets(&self) -> Vec<String> {
+        fn url_password(url: &str) -> Option<String> {
+            let rest = url.split_once("://")?.1;
+            let userinfo = rest.split_once('@')?.0;
+            let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+            (!password.is_empty()).then(|| password.to_string())
+        }
+        let s = &self.security;
+        let mut secrets: Vec<String> = [
+            self.redis.url.as_deref().and_then(url_password),
+            url_password(&self.database.url),
+            self.redis.password.as_ref().map(|p| p.0.clone()),
+            s.secret_key.as_ref().map(|k| k.0.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        secrets.extend(s.api_tokens.0.iter().cloned());
+        secrets.extend(s.encryption_keys.0.iter().cloned());
+        secrets.retain(|secret| secret.len() >= 4);
+        secrets
+    }
+
+    /// `text` with every secret of [`Config::secrets`] replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets().iter().fold(text.to_string(), |t, secret| {
+            t.replace(secret.as_str(), "***")
+        })
+    }
+
     /// Loads defaults, then `FLOWSTATE_CONFIG` (TOML) if set, then the environment; validates.
     pub fn load() -> Result<Config> {
         let file = std::env::var_os("FLOWSTATE_CONFIG");
@@ -597,7 +741,15 @@ impl Config {
             // FLOWSTATE_CONFIG names the file; FLOWSTATE_URL is the client commands' server.
             .merge(
                 Env::prefixed("FLOWSTATE_")
-                    .ignore(&["CONFIG", "URL", "ALERT_WEBHOOK"])
+                    .ignore(&[
+                        "CONFIG",
+                        "URL",
+                        "TOKEN",
+                        "ALERT_WEBHOOK",
+                        "API_TOKENS",
+                        "SECRET_KEY",
+                        "ENCRYPTION_KEYS",
+                    ])
                     .split("__"),
             );
         let config: Config = figment.extract().map_err(describe)?;
@@ -610,8 +762,10 @@ impl Config {
         let bad = |msg: String| Err(Error::Config(msg));
         let url = self.redis.effective_url();
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            // The URL may hold a password: only its scheme is shown.
+            let scheme = url.split_once("://").map_or("no scheme", |(s, _)| s);
             return bad(format!(
-                "REDIS_URL: {url:?} must start with redis:// or rediss://"
+                "REDIS_URL must start with redis:// or rediss://, got {scheme}"
             ));
         }
         if self.redis.ssl_required && self.redis.is_enabled() && !url.starts_with("rediss://") {
@@ -757,6 +911,27 @@ impl Config {
             return bad(format!(
                 "ttl.jitter ({}) must be within 0..=0.5",
                 self.ttl.jitter
+            ));
+        }
+        let limits = &self.limits;
+        if !(2..=1024).contains(&limits.max_json_depth)
+            || limits.max_json_items == 0
+            || limits.rate_per_s > 0 && limits.rate_burst < limits.rate_per_s.min(1)
+            || limits.request_timeout_ms < 1000
+        {
+            return bad(format!(
+                "limits: max_json_depth must be within 2..=1024, max_json_items at least 1, rate_burst at least 1 when rate_per_s is set, request_timeout_ms at least 1000 (got {}, {}, {}, {})",
+                limits.max_json_depth,
+                limits.max_json_items,
+                limits.rate_burst,
+                limits.request_timeout_ms
+            ));
+        }
+        let longest_wait = self.locks.max_wait_ms.max(self.agent_cache.max_wait_ms);
+        if limits.request_timeout_ms <= longest_wait {
+            return bad(format!(
+                "limits.request_timeout_ms ({}) must exceed locks.max_wait_ms and agent_cache.max_wait_ms ({longest_wait}): a permitted wait would time out",
+                limits.request_timeout_ms
             ));
         }
         if self.max_body_bytes < 1024 {

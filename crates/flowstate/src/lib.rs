@@ -10,6 +10,8 @@
 //! 1. [`model`]: plain domain types (flows, transitions, documents, snapshots, the journal) and
 //!    id rules. Beside it, [`error`] (typed errors with stable codes) and [`config`] (one typed
 //!    configuration: defaults, TOML, env).
+//!    [`security`] sits beside the model: tokens and roles, value signing and envelopes, keys
+//!    and bytes only.
 //! 2. The two tiers, each one narrow trait per capability with one folder per backend and one
 //!    file per capability in it; neither tier imports the other:
 //!    - [`ledger`]: the system of record ([`ledger::Ledger`]): SQLite (embedded default) or
@@ -27,6 +29,7 @@ pub mod error;
 pub mod hot;
 pub mod ledger;
 pub mod model;
+pub mod security;
 pub mod service;
 
 pub use config::Config;

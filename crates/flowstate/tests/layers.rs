@@ -13,9 +13,12 @@ fn allowed(layer: &str) -> &'static [&'static str] {
     match layer {
         "error" | "config" => &["error", "config"],
         "model" => &["model", "error"],
+        "security" => &["security"],
         "ledger" => &["ledger", "model", "error", "config"],
-        "hot" => &["hot", "model", "error", "config"],
-        "service" => &["service", "ledger", "hot", "model", "error", "config"],
+        "hot" => &["hot", "model", "security", "error", "config"],
+        "service" => &[
+            "service", "ledger", "hot", "model", "security", "error", "config",
+        ],
         other => panic!("no layer rule for top-level module {other:?}: add one to tests/layers.rs"),
     }
 }

@@ -278,6 +278,7 @@ impl Worker {
                         flow_type: "research".into(),
                         parent_flow_id: None,
                         metadata: None,
+                        sensitive: false,
                     })
                     .await?;
                 service.put_state(&self.flow_id, state.clone()).await?;
@@ -418,6 +419,7 @@ impl Worker {
                                 flow_type: "research".into(),
                                 parent_flow_id: Some(flow.to_string()),
                                 metadata: Some(self.metadata.clone()),
+                                sensitive: false,
                             })
                             .await?;
                     }

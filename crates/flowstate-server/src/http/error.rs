@@ -34,6 +34,12 @@ impl ApiError {
         }
     }
 
+    /// This error with a `Retry-After` of `secs` seconds.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// A 500 that says nothing about why.
     pub fn internal() -> Self {
         Self::new(

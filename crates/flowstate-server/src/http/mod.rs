@@ -10,6 +10,7 @@ mod documents;
 pub mod error;
 mod events;
 mod flows;
+pub mod guard;
 mod health;
 mod locks;
 mod snapshots;
@@ -85,16 +86,40 @@ fn api() -> OpenApiRouter<Flowstate> {
 
 /// The OpenAPI 3.1 document of the API, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
     let mut doc = api().into_openapi();
     add_error_responses(&mut doc);
+    // Bearer tokens when the server has any configured (docs/security.md); none otherwise.
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+    doc.security = Some(vec![
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+        SecurityRequirement::default(),
+    ]);
     doc
 }
 
 /// The complete router for `service`.
 pub fn router(service: Flowstate) -> Router {
     let max_body = service.config().max_body_bytes;
+    let guard = guard::Guard::new(service.clone());
     let (routes, _) = api().split_for_parts();
     routes
+        // Route layers run after routing (roles depend on the route), the last added first.
+        .route_layer(middleware::from_fn_with_state(
+            guard.clone(),
+            guard::json_shape,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            guard.clone(),
+            guard::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -102,6 +127,7 @@ pub fn router(service: Flowstate) -> Router {
             service.clone(),
             mark_degraded,
         ))
+        .layer(middleware::from_fn_with_state(guard, guard::timeout))
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
@@ -199,8 +225,9 @@ pub(crate) struct FlowSnapshotParams {
 }
 
 /// Adds the error responses every operation shares, so each status a route can answer is
-/// described with its body: 400 for bad ids, queries and bodies; 404 on a flow's routes; 413
-/// and 415 where a JSON body is read; 500; 503 (with `Retry-After`) where the ledger is asked.
+/// described with its body: 400 for bad ids, queries and bodies; 401, 403 and 429 (with
+/// `Retry-After`) on the API's routes; 404 on a flow's routes; 413 and 415 where a JSON body is
+/// read; 500; 503 (with `Retry-After`) where the ledger is asked.
 fn add_error_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::{Ref, RefOr, Required, ResponseBuilder, content::ContentBuilder};
@@ -236,7 +263,7 @@ fn add_error_responses(doc: &mut utoipa::openapi::OpenApi) {
                 add(
                     "400",
                     error(
-                        "Invalid id, query or body (`invalid_id`, `invalid_input`, `invalid_path`, `invalid_query`, `malformed_json`, `invalid_body`)",
+                        "Invalid id, query or body (`invalid_id`, `invalid_input`, `invalid_path`, `invalid_query`, `malformed_json`, `invalid_body`, `json_too_deep`, `json_too_large`)",
                     ),
                 );
             }
@@ -258,10 +285,38 @@ fn add_error_responses(doc: &mut utoipa::openapi::OpenApi) {
                     );
                 }
             }
+            if path.starts_with("/v1/") || path == "/metrics" {
+                add(
+                    "401",
+                    error(
+                        "No token, or not a configured one, while API tokens are configured (`unauthorized`)",
+                    ),
+                );
+                add(
+                    "403",
+                    error("The token's role is too low for this route (`forbidden`)"),
+                );
+                let limited = ResponseBuilder::new()
+                    .description("Over the token's rate limit (`rate_limited`)")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .header(
+                        "retry-after",
+                        HeaderBuilder::new()
+                            .description(Some("Seconds to wait before retrying"))
+                            .build(),
+                    )
+                    .build();
+                add("429", RefOr::T(limited));
+            }
             if path.starts_with("/v1/") && path != "/v1/health" || path == "/readyz" {
                 let unavailable = ResponseBuilder::new()
                     .description(
-                        "The ledger is unreachable (`ledger_unavailable`), or Redis for a cache invalidation (`hot_tier_unavailable`); nothing was applied",
+                        "The ledger is unreachable (`ledger_unavailable`), or Redis for a cache invalidation (`hot_tier_unavailable`), or no answer within `limits.request_timeout_ms` (`request_timeout`)",
                     )
                     .content(
                         "application/json",

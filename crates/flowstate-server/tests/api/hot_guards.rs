@@ -22,6 +22,7 @@ async fn tiers() -> Vec<(&'static str, Box<dyn HotTier>)> {
         &Default::default(),
         Keys::new(prefix),
         Ttls::new(TtlConfig::default()),
+        Default::default(),
     )
     .unwrap();
     redis.prepare().await.unwrap();
@@ -41,6 +42,7 @@ async fn tiers() -> Vec<(&'static str, Box<dyn HotTier>)> {
 fn flow(incarnation: i64, version: i64, status: &str) -> Flow {
     let at = time::OffsetDateTime::now_utc();
     Flow {
+        sensitive: false,
         flow_id: "f".into(),
         flow_type: "t".into(),
         parent_flow_id: None,

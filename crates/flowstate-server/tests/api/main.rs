@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 mod redis_layout;
 mod round_trips;
+mod security;
 mod snapshots;
 mod tls;
 mod transitions;

@@ -6,7 +6,11 @@
 //!
 //! The codec byte is `j` (JSON), `x` (an invalidation marker: version only, see
 //! `redis/scripts/put_document.lua`) or `z` (zstd-compressed JSON, used above
-//! [`COMPRESS_ABOVE`] bytes), so other codecs can be added without migrating data. The
+//! [`COMPRESS_ABOVE`] bytes), so other codecs can be added without migrating data. With a
+//! secret key ([`Signer`]) the codec byte is upper case (`J`, `Z`) and the value ends with a
+//! 32-byte HMAC-SHA256 tag over the Redis key and everything before the tag; a reader with the
+//! key accepts nothing else, and one without it ignores the tag. The tag is at the end so the
+//! Lua scripts, which read only the header, are the same either way. The
 //! reference compresses above 1 KiB; we start at 256 bytes because Redis rounds every value up
 //! to an allocator size class, and measured on the reference's typical flow (1 KB phase states) this
 //! is what brings a flow's footprint down (see the `memory` API test). The version
@@ -19,6 +23,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
+
+use crate::security::Signer;
+use crate::security::signing::TAG_LEN;
 
 /// Payloads larger than this are compressed.
 pub const COMPRESS_ABOVE: usize = 256;
@@ -103,8 +110,36 @@ pub fn is_marker(bytes: &[u8]) -> bool {
     bytes.first() == Some(&b'x')
 }
 
-/// Encodes a payload with its version.
-pub fn encode<T: Serialize>(version: i64, payload: &T) -> Result<Vec<u8>, String> {
+/// Why a stored value was not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not a value flowstate could have written.
+    Corrupt(String),
+    /// Its tag is missing or does not verify under the secret key: written by someone else,
+    /// or moved from another key.
+    Unverified(&'static str),
+}
+
+impl From<String> for DecodeError {
+    fn from(reason: String) -> Self {
+        DecodeError::Corrupt(reason)
+    }
+}
+
+impl From<&str> for DecodeError {
+    fn from(reason: &str) -> Self {
+        DecodeError::Corrupt(reason.to_string())
+    }
+}
+
+/// Encodes a payload with its version, to be stored under `key` (signed when `signer` has a
+/// key).
+pub fn encode<T: Serialize>(
+    signer: &Signer,
+    key: &str,
+    version: i64,
+    payload: &T,
+) -> Result<Vec<u8>, String> {
     let json = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
     let (codec, bytes) = if json.len() > COMPRESS_ABOVE {
         let z = compress(&json)?;
@@ -112,15 +147,45 @@ pub fn encode<T: Serialize>(version: i64, payload: &T) -> Result<Vec<u8>, String
     } else {
         (b'j', json)
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + bytes.len());
-    out.push(codec);
+    let mut out = Vec::with_capacity(HEADER_LEN + bytes.len() + TAG_LEN);
+    out.push(if signer.enabled() {
+        codec.to_ascii_uppercase()
+    } else {
+        codec
+    });
     out.extend_from_slice(format!("{:020}", version.max(0)).as_bytes());
     out.extend_from_slice(&bytes);
+    if let Some(tag) = signer.tag(key, &[&out]) {
+        out.extend_from_slice(&tag);
+    }
     Ok(out)
 }
 
-/// Decodes what [`encode`] wrote: the version and the payload.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(i64, T), String> {
+/// Decodes what [`encode`] wrote under `key`: the version and the payload.
+pub fn decode<T: DeserializeOwned>(
+    signer: &Signer,
+    key: &str,
+    bytes: &[u8],
+) -> Result<(i64, T), DecodeError> {
+    let signed = bytes.first().is_some_and(u8::is_ascii_uppercase);
+    let bytes = if signed {
+        let Some(split) = bytes
+            .len()
+            .checked_sub(TAG_LEN)
+            .filter(|&s| s >= HEADER_LEN)
+        else {
+            return Err("signed value shorter than its header and tag".into());
+        };
+        let (value, tag) = bytes.split_at(split);
+        if !signer.verify(key, &[value], tag) {
+            return Err(DecodeError::Unverified("tag does not verify"));
+        }
+        value
+    } else if signer.enabled() {
+        return Err(DecodeError::Unverified("value is not signed"));
+    } else {
+        bytes
+    };
     if bytes.len() < HEADER_LEN {
         return Err("value shorter than its header".into());
     }
@@ -129,13 +194,13 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<(i64, T), String> {
         .and_then(|s| s.parse().ok())
         .ok_or("bad version in header")?;
     let body = &bytes[HEADER_LEN..];
-    let payload = match bytes[0] {
+    let payload = match bytes[0].to_ascii_lowercase() {
         b'j' => serde_json::from_slice(body).map_err(|e| e.to_string())?,
         b'z' => {
             let json = decompress(body)?;
             serde_json::from_slice(&json).map_err(|e| e.to_string())?
         }
-        other => return Err(format!("unknown codec {other:#x}")),
+        other => return Err(format!("unknown codec {other:#x}").into()),
     };
     Ok((version, payload))
 }
@@ -154,14 +219,14 @@ mod tests {
 
     #[test]
     fn small_values_stay_plain_large_ones_are_compressed() {
-        let small = encode(7, &payload("hi")).unwrap();
+        let small = encode(&Signer::default(), "k", 7, &payload("hi")).unwrap();
         assert_eq!(small[0], b'j');
         assert_eq!(&small[1..HEADER_LEN], b"00000000000000000007");
         let text = "flow agent state cache ".repeat(200);
-        let large = encode(8, &payload(&text)).unwrap();
+        let large = encode(&Signer::default(), "k", 8, &payload(&text)).unwrap();
         assert_eq!(large[0], b'z');
         assert!(large.len() < text.len() / 4, "{} bytes", large.len());
-        let (v, p): (i64, Payload) = decode(&large).unwrap();
+        let (v, p): (i64, Payload) = decode(&Signer::default(), "k", &large).unwrap();
         assert_eq!((v, p.body["text"].as_str().unwrap()), (8, text.as_str()));
     }
 
@@ -173,7 +238,10 @@ mod tests {
             b"x00000000000000000001{}",
             b"z00000000000000000001nope",
         ] {
-            assert!(decode::<Payload>(bad).is_err(), "{bad:?}");
+            assert!(
+                decode::<Payload>(&Signer::default(), "k", bad).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -182,8 +250,11 @@ mod tests {
         let zeros = vec![0u8; (MAX_DECOMPRESSED + 1) as usize];
         let mut value = b"z00000000000000000001".to_vec();
         value.extend(zstd::bulk::compress(&zeros, 1).unwrap());
-        let err = decode::<Payload>(&value).unwrap_err();
-        assert!(err.contains("claims"), "{err}");
+        let err = decode::<Payload>(&Signer::default(), "k", &value).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Corrupt(e) if e.contains("claims")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -201,10 +272,37 @@ mod tests {
             value
         };
         let json = serde_json::to_vec(&payload("streamed")).unwrap();
-        let (v, p): (i64, Payload) = decode(&frame(&json)).unwrap();
+        let (v, p): (i64, Payload) = decode(&Signer::default(), "k", &frame(&json)).unwrap();
         assert_eq!((v, p.body["text"].as_str().unwrap()), (3, "streamed"));
         let huge = vec![b' '; (MAX_DECOMPRESSED + 1) as usize];
-        let err = decode::<Payload>(&frame(&huge)).unwrap_err();
-        assert!(err.contains("exceeds"), "{err}");
+        let err = decode::<Payload>(&Signer::default(), "k", &frame(&huge)).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::Corrupt(e) if e.contains("exceeds")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn signed_values_verify_only_under_their_key_and_secret() {
+        let signer = Signer::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
+        let plain = Signer::default();
+        for text in ["small", &"large and compressible ".repeat(50)] {
+            let value = encode(&signer, "k1", 4, &payload(text)).unwrap();
+            assert!(value[0].is_ascii_uppercase());
+            let (v, p): (i64, Payload) = decode(&signer, "k1", &value).unwrap();
+            assert_eq!((v, p.body["text"].as_str().unwrap()), (4, text));
+            // A reader without the key ignores the tag.
+            assert!(decode::<Payload>(&plain, "k1", &value).is_ok());
+            let moved = decode::<Payload>(&signer, "k2", &value).unwrap_err();
+            assert!(matches!(moved, DecodeError::Unverified(_)), "{moved:?}");
+            let mut flipped = value.clone();
+            flipped[HEADER_LEN] ^= 1;
+            let err = decode::<Payload>(&signer, "k1", &flipped).unwrap_err();
+            assert!(matches!(err, DecodeError::Unverified(_)), "{err:?}");
+            let unsigned = encode(&plain, "k1", 4, &payload(text)).unwrap();
+            let err = decode::<Payload>(&signer, "k1", &unsigned).unwrap_err();
+            assert_eq!(err, DecodeError::Unverified("value is not signed"));
+        }
+        assert!(decode::<Payload>(&signer, "k", b"J0000").is_err());
     }
 }

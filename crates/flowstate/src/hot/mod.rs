@@ -75,6 +75,15 @@ pub enum HotError {
         /// What was wrong with it.
         reason: String,
     },
+    /// A value whose tag is missing or does not verify under the secret key: not written by
+    /// flowstate, or moved from another key. Treated as a miss, never served.
+    #[error("unverified value at {key}: {reason}")]
+    Unverified {
+        /// The key holding the value (its content is never logged).
+        key: String,
+        /// What failed.
+        reason: &'static str,
+    },
     /// A write did not reach its keys, which may now hold stale values: the tier deletes them
     /// before it serves again, and the caller records them in the ledger so that a crash, or
     /// another instance, cannot skip that.
@@ -100,8 +109,25 @@ impl HotError {
                 "unavailable"
             }
             HotError::Unavailable => "unavailable",
+            HotError::Unverified { .. } => "unverified",
             HotError::Redis(_) | HotError::Corrupt { .. } => "error",
         }
+    }
+
+    /// The error for a value at `key` that did not decode; an unverified one is counted
+    /// (`flowstate_redis_unverified_values_total`) and logged by key only.
+    pub(crate) fn undecodable(key: String, err: codec::DecodeError) -> HotError {
+        match err {
+            codec::DecodeError::Corrupt(reason) => HotError::Corrupt { key, reason },
+            codec::DecodeError::Unverified(reason) => HotError::unverified(key, reason),
+        }
+    }
+
+    /// An unverified value at `key`, counted and logged (never its content).
+    pub(crate) fn unverified(key: String, reason: &'static str) -> HotError {
+        metrics::counter!("flowstate_redis_unverified_values_total").increment(1);
+        tracing::warn!(%key, reason, "value in Redis failed verification: treated as a miss");
+        HotError::Unverified { key, reason }
     }
 }
 

@@ -35,6 +35,10 @@ pub struct Flow {
     pub updated_at: OffsetDateTime,
     /// Starts at 1 and grows by one with every transition; newer versions win in the hot tier.
     pub version: i64,
+    /// Whether its state, phase states, agent results, snapshots and custom event payloads are
+    /// stored encrypted (set at registration; a fork inherits it).
+    #[serde(default)]
+    pub sensitive: bool,
     /// Which registration of `flow_id` this is: the ledger's registration number, which only
     /// grows, so a flow deleted and registered again has a higher one. The hot tier orders
     /// writes by (incarnation, version), so a late write about the deleted flow cannot replace
@@ -60,6 +64,10 @@ pub struct NewFlow {
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// Store its state, phase states, agent results, snapshots and custom event payloads
+    /// encrypted, in Redis and in the ledger (needs `FLOWSTATE_ENCRYPTION_KEYS`).
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 /// Filters and paging of a flow listing.

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::Flowstate;
 use super::audit::Audited;
+use super::sealing::refuse_envelope_lookalike;
 use crate::error::{Error, Result};
 use crate::hot::keys::Keys;
 use crate::model::{DocKind, Document, ids, now};
@@ -97,13 +98,23 @@ impl Flowstate {
         name: &str,
         body: Map<String, Value>,
     ) -> Result<Document> {
-        let written = self
-            .ledger()
-            .put_document(kind, flow_id, name, &body, now())
-            .await;
-        let (doc, owner) = self
-            .unless_unknown(written, flow_id, Some((kind, name)))
-            .await?;
+        refuse_envelope_lookalike(&body)?;
+        let mut known = self.sensitivity(flow_id).await?;
+        let (doc, owner) = loop {
+            let stored = self.seal_if(known.is_some_and(|(_, s)| s), body.clone())?;
+            let written = self
+                .ledger()
+                .put_document(kind, flow_id, name, &stored, now())
+                .await;
+            let (doc, owner) = self
+                .unless_unknown(written, flow_id, Some((kind, name)))
+                .await?;
+            if let Some(relearned) = self.reseal(flow_id, known, owner.incarnation).await? {
+                known = Some(relearned);
+                continue;
+            }
+            break (doc, owner);
+        };
         let started = std::time::Instant::now();
         let written = self
             .hot_write(
@@ -118,7 +129,7 @@ impl Flowstate {
             Audited::Failed("hot tier unavailable")
         };
         self.audit(flow_id, &key, "SET", started, audited);
-        Ok(doc)
+        Ok(Document { body, ..doc })
     }
 
     /// Reads a document: hot tier first, then the ledger (repopulating the hot tier).
@@ -148,7 +159,7 @@ impl Flowstate {
         let key = Keys::default().document(kind, flow_id, name);
         self.audit(flow_id, &key, "GET", started, audited);
         if let Some(Some(doc)) = found {
-            return Ok(doc);
+            return self.opened(doc);
         }
         match self.ledger().get_document(kind, flow_id, name).await? {
             Some((doc, owner)) => {
@@ -158,10 +169,16 @@ impl Flowstate {
                     self.hot().put_document(kind, &doc, &owner, false, &[]),
                 )
                 .await;
-                Ok(doc)
+                self.opened(doc)
             }
             None => Err(self.missing(kind, flow_id, name).await),
         }
+    }
+
+    /// `doc` with its body opened if sealed.
+    pub(super) fn opened(&self, doc: Document) -> Result<Document> {
+        let body = self.open_body(doc.body)?;
+        Ok(Document { body, ..doc })
     }
 
     /// Names of a flow's documents of one kind, sorted.

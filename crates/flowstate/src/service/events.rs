@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::hot::{Live, LiveEvent, Posted, Watch};
 use crate::model::events::{Event, EventId, FLOW_DELETED, History, NewEvent, RESERVED_TYPES};
 use crate::model::ids;
+use crate::security::envelope::envelope_text;
 
 /// How long a subscription that cannot read the stream (Redis down) waits before trying again
 /// when nothing tells it to sooner.
@@ -116,7 +117,16 @@ impl Flowstate {
                 "event of {size} bytes is larger than events.max_event_bytes ({max})"
             )));
         }
-        let event = self.event(flow_id, &new.event_type, new.payload);
+        // A sensitive flow's payload is sealed; its type stays readable (subscribers filter
+        // on it).
+        if let Value::Object(map) = &new.payload {
+            super::sealing::refuse_envelope_lookalike(map)?;
+        }
+        let payload = match self.sensitivity(flow_id).await? {
+            Some((_, true)) => Value::Object(self.seal_value(&new.payload)?),
+            _ => new.payload,
+        };
+        let event = self.event(flow_id, &new.event_type, payload);
         let this = self.clone();
         self.detached(async move { this.post_event_now(event).await })
             .await
@@ -222,6 +232,9 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Delivery> {
         loop {
             if let Some(delivery) = self.queue.pop_front() {
+                let Some(delivery) = self.opened(delivery) else {
+                    continue;
+                };
                 if let Delivery::Event(e) = &delivery
                     && e.event.event_type == FLOW_DELETED
                 {
@@ -320,6 +333,24 @@ impl Subscription {
         self.synced = true;
         self.unsynced_since = None;
         true
+    }
+
+    /// `delivery` with a sealed payload opened; `None` (logged and counted) if it cannot be.
+    fn opened(&self, delivery: Delivery) -> Option<Delivery> {
+        let Delivery::Event(e) = &delivery else {
+            return Some(delivery);
+        };
+        let Value::Object(map) = &e.event.payload else {
+            return Some(delivery);
+        };
+        if envelope_text(map).is_none() {
+            return Some(delivery);
+        }
+        let payload = self.service.open_value(e.event.payload.clone()).ok()?;
+        Some(Delivery::Event(LiveEvent::new(Event {
+            payload,
+            ..e.event.clone()
+        })))
     }
 
     /// Remembers a delivered id.

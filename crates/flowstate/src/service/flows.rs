@@ -42,6 +42,11 @@ impl Flowstate {
                 ));
             }
         }
+        if new.sensitive && self.inner.sealing.keyring.is_empty() {
+            return Err(Error::InvalidInput(
+                "sensitive flows need encryption keys (FLOWSTATE_ENCRYPTION_KEYS), and none is configured".into(),
+            ));
+        }
         let at = now();
         let mut flow = Flow {
             flow_id,
@@ -52,6 +57,7 @@ impl Flowstate {
             created_at: at,
             updated_at: at,
             version: 1,
+            sensitive: new.sensitive,
             incarnation: 0,
         };
         flow.incarnation = self.ledger().insert_flow(&flow).await?;

@@ -56,7 +56,7 @@ impl Flowstate {
             backend: self.ledger().backend(),
             ok: ledger.is_ok(),
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
-            error: ledger.err().map(|e| e.to_string()),
+            error: ledger.err().map(|e| self.config().redact(&e.to_string())),
             stats: None,
         };
         let hot = self.hot().ping().await;
@@ -64,7 +64,7 @@ impl Flowstate {
             backend: self.hot().backend(),
             ok: hot.is_ok(),
             latency_ms: hot.as_ref().map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0),
-            error: hot.err().map(|e| e.to_string()),
+            error: hot.err().map(|e| self.config().redact(&e.to_string())),
             stats: Some(self.hot().stats()),
         };
         let status = match (ledger.ok, redis.ok) {

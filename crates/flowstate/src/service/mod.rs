@@ -20,6 +20,7 @@ mod invalidations;
 mod locks;
 mod monitor;
 mod outbox;
+mod sealing;
 mod snapshots;
 mod transitions;
 
@@ -35,6 +36,7 @@ use crate::hot::{HotError, HotResult, HotTier, MemoryHot, RedisHot};
 use crate::ledger::{self, Ledger};
 use crate::model::events::EventIds;
 use crate::model::{DocKind, now};
+use crate::security::{Keyring, Signer, TokenSet};
 
 pub use self::events::{Delivery, Subscription};
 use self::fallbacks::FallbackLog;
@@ -74,6 +76,10 @@ struct Inner {
     audit: tokio::sync::mpsc::Sender<crate::model::AuditRecord>,
     /// Failed operations audited this second.
     audit_failures: audit::FailureBudget,
+    /// Encryption keys and what is known of flows' sensitivity.
+    sealing: sealing::Sealing,
+    /// The API tokens the server accepts.
+    tokens: TokenSet,
 }
 
 /// Locks `m`, also after a panic in another holder: the service's mutexes only ever hold
@@ -104,6 +110,13 @@ impl Flowstate {
         crate::model::backup::validate_patterns(&config.backup.patterns).map_err(|e| {
             crate::Error::Config(format!("backup.patterns (FLOWSTATE_BACKUP__PATTERNS): {e}"))
         })?;
+        let security = &config.security;
+        let signer = Signer::new(security.secret_key.as_ref().map(|k| k.0.as_bytes()))
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
+        let keyring = Keyring::parse(security.encryption_keys.0.iter().map(String::as_str))
+            .map_err(|e| crate::Error::Config(format!("FLOWSTATE_ENCRYPTION_KEYS: {e}")))?;
+        let tokens = TokenSet::parse(security.api_tokens.0.iter().map(String::as_str))
+            .map_err(|e| crate::Error::Config(format!("FLOWSTATE_API_TOKENS: {e}")))?;
         let ledger = ledger::open(&config.database).await?;
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
@@ -113,6 +126,7 @@ impl Flowstate {
                 &config.events,
                 keys,
                 ttls,
+                signer,
             )?)
         } else {
             Box::new(MemoryHot::new(ttls, &config.events))
@@ -136,6 +150,8 @@ impl Flowstate {
                 monitor: monitor::MonitorState::default(),
                 audit: audit_tx,
                 audit_failures: audit::FailureBudget::default(),
+                sealing: sealing::Sealing::new(keyring),
+                tokens,
             }),
         };
         if let Err(e) = service.hot().prepare().await {
@@ -158,6 +174,11 @@ impl Flowstate {
         tokio::spawn(monitor::recycle(Arc::downgrade(&service.inner)));
         tokio::spawn(audit::write(Arc::downgrade(&service.inner), audit_rx));
         Ok(service)
+    }
+
+    /// The API tokens and their roles (empty: the server runs open, on loopback only).
+    pub fn api_tokens(&self) -> &TokenSet {
+        &self.inner.tokens
     }
 
     /// The configuration in force.

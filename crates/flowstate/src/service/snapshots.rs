@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::Flowstate;
+use super::sealing::refuse_envelope_lookalike;
 use crate::error::{Error, Result};
 use crate::model::events::{FLOW_FORKED, FLOW_REGISTERED, STATE_RESTORED};
 use crate::model::flows::INITIAL_STATUS;
@@ -36,11 +37,17 @@ impl Flowstate {
             }
             None => uuid::Uuid::now_v7().to_string(),
         };
+        refuse_envelope_lookalike(&state)?;
         let (this, flow_id) = (self.clone(), flow_id.to_string());
         self.detached(async move {
+            // A flow id registered again, as a sensitive flow, between this lookup and the
+            // write would get this snapshot unsealed: documents are written again then
+            // (`reseal`), snapshots are not (the ledger has no snapshot replace).
+            let known = this.sensitivity(&flow_id).await?;
+            let stored = this.seal_if(known.is_some_and(|(_, s)| s), state.clone())?;
             let taken = this
                 .ledger()
-                .create_snapshot(&flow_id, &snapshot_id, &state, now(), KEEP_SNAPSHOTS)
+                .create_snapshot(&flow_id, &snapshot_id, &stored, now(), KEEP_SNAPSHOTS)
                 .await?;
             this.hot_write(
                 "snapshots.create",
@@ -48,7 +55,10 @@ impl Flowstate {
                     .put_snapshot(&taken.snapshot, &taken.evicted, &taken.owner, true),
             )
             .await;
-            Ok(taken.snapshot)
+            Ok(Snapshot {
+                state,
+                ..taken.snapshot
+            })
         })
         .await
     }
@@ -65,7 +75,7 @@ impl Flowstate {
             )
             .await
         {
-            return Ok(s);
+            return self.opened_snapshot(s);
         }
         match self.ledger().get_snapshot(flow_id, snapshot_id).await? {
             Some((s, owner)) => {
@@ -75,7 +85,7 @@ impl Flowstate {
                     self.hot().put_snapshot(&s, &[], &owner, false),
                 )
                 .await;
-                Ok(s)
+                self.opened_snapshot(s)
             }
             None => Err(self.snapshot_missing(flow_id, snapshot_id).await),
         }
@@ -131,7 +141,13 @@ impl Flowstate {
                 .put_document(DocKind::State, &state, &Owner::of(&flow), true, &events),
         )
         .await;
-        Ok((flow, state))
+        Ok((flow, self.opened(state)?))
+    }
+
+    /// `s` with its state opened if sealed.
+    fn opened_snapshot(&self, s: Snapshot) -> Result<Snapshot> {
+        let state = self.open_body(s.state)?;
+        Ok(Snapshot { state, ..s })
     }
 
     /// Branches a new child flow whose state starts from a snapshot.
@@ -168,7 +184,8 @@ impl Flowstate {
             created_at: at,
             updated_at: at,
             version: 1,
-            incarnation: 0, // assigned by the ledger
+            sensitive: false, // the source flow's, copied by the ledger
+            incarnation: 0,   // assigned by the ledger
         };
         let (this, flow_id, snapshot_id) =
             (self.clone(), flow_id.to_string(), snapshot_id.to_string());
@@ -202,6 +219,7 @@ impl Flowstate {
                     .put_document(DocKind::State, &state, &Owner::of(&child), true, &[]),
             )
             .await;
+            let state = this.opened(state)?;
             Ok((child, state))
         })
         .await

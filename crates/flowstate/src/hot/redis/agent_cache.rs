@@ -38,8 +38,10 @@ impl AgentCacheHot for RedisHot {
         let Some(value) = value else {
             return Ok(None);
         };
-        let (_, result): (i64, CachedResult) =
-            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+        let (_, result): (i64, CachedResult) = match codec::decode(&self.signer, &key, &value) {
+            Ok(decoded) => decoded,
+            Err(e) => return Err(self.undecodable(key, e).await),
+        };
         Ok(Some(result))
     }
 
@@ -68,7 +70,10 @@ impl AgentCacheHot for RedisHot {
         Ok(match (outcome, value) {
             (1, Some(value)) => {
                 let (_, result): (i64, CachedResult) =
-                    codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+                    match codec::decode(&self.signer, &key, &value) {
+                        Ok(decoded) => decoded,
+                        Err(e) => return Err(self.undecodable(key, e).await),
+                    };
                 LeasedLookup::Hit(result)
             }
             (2, _) => LeasedLookup::Leased,
@@ -85,10 +90,11 @@ impl AgentCacheHot for RedisHot {
     ) -> HotResult<bool> {
         let ttl_secs = self.ttls.agent_cache(agent);
         let key = self.keys.agent_result(agent, hash);
-        let value = codec::encode(0, result).map_err(|reason| HotError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
+        let value =
+            codec::encode(&self.signer, &key, 0, result).map_err(|reason| HotError::Corrupt {
+                key: key.clone(),
+                reason,
+            })?;
         let mut pipe = ::redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(PUT_LEASED.get_hash())
@@ -106,10 +112,11 @@ impl AgentCacheHot for RedisHot {
         let ttl_secs = self.ttls.agent_cache(agent);
         let key = self.keys.agent_result(agent, hash);
         // Entries never change in place: the envelope's version is unused.
-        let value = codec::encode(0, result).map_err(|reason| HotError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
+        let value =
+            codec::encode(&self.signer, &key, 0, result).map_err(|reason| HotError::Corrupt {
+                key: key.clone(),
+                reason,
+            })?;
         let mut pipe = ::redis::pipe();
         pipe.set_ex(&key, value, ttl_secs).ignore();
         self.core.fill(&pipe, &[]).await

@@ -33,9 +33,11 @@ impl DocumentHot for RedisHot {
             saved_at: doc.saved_at,
             body: doc.body.clone(),
         };
-        let value = codec::encode(doc.version, &payload).map_err(|reason| HotError::Corrupt {
-            key: key.clone(),
-            reason,
+        let value = codec::encode(&self.signer, &key, doc.version, &payload).map_err(|reason| {
+            HotError::Corrupt {
+                key: key.clone(),
+                reason,
+            }
         })?;
         let index = self
             .keys
@@ -87,7 +89,10 @@ impl DocumentHot for RedisHot {
             return Ok(None);
         };
         let (version, payload): (i64, codec::Payload) =
-            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+            match codec::decode(&self.signer, &key, &value) {
+                Ok(decoded) => decoded,
+                Err(e) => return Err(self.undecodable(key, e).await),
+            };
         Ok(Some(Document {
             flow_id: flow_id.to_string(),
             name: name.to_string(),

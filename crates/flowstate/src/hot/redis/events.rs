@@ -58,6 +58,9 @@ impl RedisHot {
             reason: e.to_string(),
         })?;
         let stream = self.keys.events(&event.flow_id);
+        let tag = self
+            .signer
+            .tag_hex(&stream, &[event.event_type.as_bytes(), payload.as_bytes()]);
         pipe.cmd("EVALSHA")
             .arg(APPEND_EVENT.get_hash())
             .arg(3)
@@ -71,7 +74,8 @@ impl RedisHot {
             .arg(self.ttls.events())
             .arg(epoch_candidate())
             .arg(&stream)
-            .arg(if check_flow { "1" } else { "0" });
+            .arg(if check_flow { "1" } else { "0" })
+            .arg(tag);
         if ignore {
             pipe.ignore();
         }
@@ -91,17 +95,28 @@ impl RedisHot {
             reason,
         };
         let id: EventId = id.parse().map_err(|e| corrupt(format!("{e}")))?;
-        let (mut event_type, mut payload) = (None, None);
+        let (mut event_type, mut payload, mut tag) = (None, None, "");
         for pair in fields.chunks_exact(2) {
             match pair[0].as_str() {
                 "t" => event_type = Some(pair[1].as_str()),
                 "p" => payload = Some(pair[1].as_str()),
+                "s" => tag = pair[1].as_str(),
                 _ => {}
             }
         }
         let (Some(event_type), Some(payload)) = (event_type, payload) else {
             return Err(corrupt(format!("entry {id} lacks its type or payload")));
         };
+        let stream = self.keys.events(flow_id);
+        if !self
+            .signer
+            .verify_hex(&stream, &[event_type.as_bytes(), payload.as_bytes()], tag)
+        {
+            return Err(HotError::unverified(
+                stream,
+                "event entry tag does not verify",
+            ));
+        }
         let payload = serde_json::from_str(payload).map_err(|e| corrupt(e.to_string()))?;
         Ok(Event::new(id, flow_id, event_type, payload))
     }
@@ -171,9 +186,14 @@ impl EventHot for RedisHot {
             i64,
             Vec<RawEntry>,
         ),) = self.core.read_pipeline(&pipe, &[EVENT_HISTORY_SRC]).await?;
+        // An entry that does not verify is skipped (counted and logged), never served; one bad
+        // entry must not keep a subscriber from the rest.
         let events = entries
             .into_iter()
-            .map(|entry| self.decode_entry(flow_id, entry))
+            .filter_map(|entry| match self.decode_entry(flow_id, entry) {
+                Err(HotError::Unverified { .. }) => None,
+                other => Some(other),
+            })
             .collect::<HotResult<Vec<_>>>()?;
         Ok(History {
             epoch,

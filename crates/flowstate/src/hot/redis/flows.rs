@@ -10,8 +10,8 @@ use ::redis::{Pipeline, Script};
 use async_trait::async_trait;
 
 use super::events::APPEND_EVENT_SRC;
-use super::{RedisHot, encode_flow, lua, rfc3339};
-use crate::hot::{CachedFlow, FlowHot, HotError, HotResult, TOMBSTONE_TTL};
+use super::{RedisHot, lua, rfc3339};
+use crate::hot::{CachedFlow, FlowHot, HotError, HotResult, TOMBSTONE_TTL, codec};
 use crate::model::events::Event;
 use crate::model::{DeletedFlow, DocKind, Flow, Transition};
 
@@ -37,6 +37,7 @@ const TOMBSTONE_VERSION: i64 = 1 << 53;
 impl RedisHot {
     /// Adds the version-guarded write of a flow record to `pipe`.
     fn push_put_flow(&self, pipe: &mut Pipeline, flow: &Flow) -> HotResult<()> {
+        let (data, tag) = self.encode_flow(flow)?;
         pipe.cmd("EVALSHA")
             .arg(PUT_FLOW.get_hash())
             .arg(1)
@@ -44,9 +45,10 @@ impl RedisHot {
             .arg(flow.incarnation)
             .arg(flow.version)
             .arg(self.ttls.flow())
-            .arg(encode_flow(flow)?)
+            .arg(data)
             .arg(&flow.status)
             .arg(rfc3339(flow.updated_at))
+            .arg(tag)
             .ignore();
         Ok(())
     }
@@ -91,13 +93,20 @@ impl FlowHot for RedisHot {
             key: key.clone(),
             reason,
         };
+        let inc = fields.get("inc").map_or("0", String::as_str);
+        let tag = fields.get("tag").map_or("", String::as_str);
+        if !self
+            .signer
+            .verify_hex(&key, &[inc.as_bytes(), data.as_bytes()], tag)
+        {
+            let err = codec::DecodeError::Unverified("flow record tag does not verify");
+            return Err(self.undecodable(key, err).await);
+        }
         let mut flow: Flow = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
-        flow.incarnation = match fields.get("inc") {
-            Some(inc) => inc
-                .parse()
-                .map_err(|_| corrupt(format!("incarnation {inc:?}")))?,
-            None => 0, // written before incarnations were recorded
-        };
+        // Records written before incarnations were recorded have none: 0.
+        flow.incarnation = inc
+            .parse()
+            .map_err(|_| corrupt(format!("incarnation {inc:?}")))?;
         Ok(CachedFlow::Present(flow))
     }
 
@@ -112,6 +121,7 @@ impl FlowHot for RedisHot {
                 key: flow.flow_id.clone(),
                 reason: e.to_string(),
             })?;
+        let (data, tag) = self.encode_flow(flow)?;
         let mut pipe = ::redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(RECORD_TRANSITION.get_hash())
@@ -120,7 +130,7 @@ impl FlowHot for RedisHot {
             .arg(self.keys.transitions(&flow.flow_id))
             .arg(flow.version)
             .arg(self.ttls.flow())
-            .arg(encode_flow(flow)?)
+            .arg(data)
             .arg(&flow.status)
             .arg(rfc3339(flow.updated_at))
             .arg(self.ttls.transitions())
@@ -129,6 +139,7 @@ impl FlowHot for RedisHot {
             .arg(&transition.to)
             .arg(metadata)
             .arg(flow.incarnation)
+            .arg(tag)
             .ignore();
         self.push_events(&mut pipe, events)?;
         let dirty = vec![

@@ -29,7 +29,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, Pipeline, ServerErrorKind};
+use ::redis::{Client, ErrorKind, IntoConnectionInfo, Pipeline, ServerErrorKind};
 use async_trait::async_trait;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::Notify;
@@ -39,9 +39,10 @@ use super::breaker::Breaker;
 use super::fanout::{Hub, LockHub};
 use super::keys::Keys;
 use super::ttl::Ttls;
-use super::{FlowKeys, HotError, HotResult, HotStats, HotTier, LockHot};
+use super::{FlowKeys, HotError, HotResult, HotStats, HotTier, LockHot, codec};
 use crate::config::{EventsConfig, RedisConfig};
 use crate::model::{DocKind, Flow};
+use crate::security::Signer;
 
 /// A script's source: the flow-ordering functions every script shares, then its own body
 /// (both files in `scripts/`).
@@ -61,6 +62,8 @@ pub struct RedisHot {
     keys: Keys,
     ttls: Ttls,
     events: EventsConfig,
+    /// Tags every value written and checks every value read (`FLOWSTATE_SECRET_KEY`).
+    signer: Signer,
     /// This instance's subscribers of flow events.
     hub: Arc<Hub>,
     /// This instance's lock waiters.
@@ -442,12 +445,27 @@ impl RedisHot {
         events: &EventsConfig,
         keys: Keys,
         ttls: Ttls,
+        signer: Signer,
     ) -> crate::Result<Self> {
         let bad = |setting: &str, e: &dyn std::fmt::Display| {
             crate::Error::Config(format!("{setting}: {e}"))
         };
+        let mut info = cfg
+            .effective_url()
+            .into_connection_info()
+            .map_err(|e| bad("REDIS_URL", &e))?;
+        if cfg.username.is_some() || cfg.password.is_some() {
+            let mut settings = info.redis_settings().clone();
+            if let Some(user) = &cfg.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(password) = &cfg.password {
+                settings = settings.set_password(&password.0);
+            }
+            info = info.set_redis_settings(settings);
+        }
         let client = match &cfg.ca_cert {
-            None => Client::open(cfg.effective_url()).map_err(|e| bad("REDIS_URL", &e))?,
+            None => Client::open(info).map_err(|e| bad("REDIS_URL", &e))?,
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| {
                     bad(
@@ -459,7 +477,7 @@ impl RedisHot {
                     client_tls: None,
                     root_cert: Some(pem),
                 };
-                Client::build_with_tls(cfg.effective_url(), certificates)
+                Client::build_with_tls(info, certificates)
                     .map_err(|e| bad("redis.ca_cert (FLOWSTATE_REDIS__CA_CERT)", &e))?
             }
         };
@@ -503,6 +521,7 @@ impl RedisHot {
             locks: Arc::clone(&lock_hub),
             unwatched,
             unwatched_locks,
+            signer: signer.clone(),
             connect_timeout: cfg.connect_timeout(),
             command_timeout: cfg.command_timeout(),
         });
@@ -511,6 +530,7 @@ impl RedisHot {
             keys,
             ttls,
             events: events.clone(),
+            signer,
             hub,
             lock_hub,
             subscriber,
@@ -525,11 +545,33 @@ impl Drop for RedisHot {
     }
 }
 
-pub(super) fn encode_flow(flow: &Flow) -> HotResult<String> {
-    serde_json::to_string(flow).map_err(|e| HotError::Corrupt {
-        key: flow.flow_id.clone(),
-        reason: e.to_string(),
-    })
+impl RedisHot {
+    /// The error for a value at `key` that did not decode. An unverified one is also deleted
+    /// (one more round trip, only then): its version header cannot be trusted either, and a
+    /// forged high version would otherwise keep the genuine value from being cached again.
+    pub(super) async fn undecodable(&self, key: String, err: codec::DecodeError) -> HotError {
+        let error = HotError::undecodable(key, err);
+        if let HotError::Unverified { key, .. } = &error
+            && let Err(e) = self.core.read::<()>(::redis::cmd("DEL").arg(key)).await
+        {
+            tracing::warn!(%key, error = %e, "cannot delete an unverified value");
+        }
+        error
+    }
+
+    /// A flow record's `data` field and its tag (over the key, incarnation and data; empty
+    /// without a secret key).
+    pub(super) fn encode_flow(&self, flow: &Flow) -> HotResult<(String, String)> {
+        let data = serde_json::to_string(flow).map_err(|e| HotError::Corrupt {
+            key: flow.flow_id.clone(),
+            reason: e.to_string(),
+        })?;
+        let tag = self.signer.tag_hex(
+            &self.keys.flow(&flow.flow_id),
+            &[flow.incarnation.to_string().as_bytes(), data.as_bytes()],
+        );
+        Ok((data, tag))
+    }
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -29,10 +29,11 @@ impl SnapshotHot for RedisHot {
         let id = &snapshot.flow_id;
         let key = self.keys.snapshot(id, &snapshot.snapshot_id);
         // Snapshots never change: the envelope's version is unused.
-        let value = codec::encode(0, snapshot).map_err(|reason| HotError::Corrupt {
-            key: key.clone(),
-            reason,
-        })?;
+        let value =
+            codec::encode(&self.signer, &key, 0, snapshot).map_err(|reason| HotError::Corrupt {
+                key: key.clone(),
+                reason,
+            })?;
         let list = self.keys.snapshot_list(id);
         let gone: Vec<String> = evicted
             .iter()
@@ -71,8 +72,10 @@ impl SnapshotHot for RedisHot {
         let Some(value) = value else {
             return Ok(None);
         };
-        let (_, snapshot): (i64, Snapshot) =
-            codec::decode(&value).map_err(|reason| HotError::Corrupt { key, reason })?;
+        let (_, snapshot): (i64, Snapshot) = match codec::decode(&self.signer, &key, &value) {
+            Ok(decoded) => decoded,
+            Err(e) => return Err(self.undecodable(key, e).await),
+        };
         Ok(Some(snapshot))
     }
 }

@@ -18,9 +18,11 @@ use ::redis::Client;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::hot::HotError;
 use crate::hot::fanout::{Hub, LockHub};
 use crate::hot::keys::Keys;
 use crate::model::events::{Event, EventId};
+use crate::security::Signer;
 
 /// How often an idle subscription is pinged.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -52,6 +54,8 @@ pub(super) struct Setup {
     pub unwatched: mpsc::UnboundedReceiver<String>,
     /// Locks whose last local waiter left.
     pub unwatched_locks: mpsc::UnboundedReceiver<String>,
+    /// Checks each message's tag.
+    pub signer: Signer,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
 }
@@ -169,9 +173,15 @@ async fn listen(
                     setup.locks.wake(name);
                     continue;
                 }
-                match decode(&setup.keys, channel, msg.get_payload_bytes()) {
-                    Some(event) => setup.hub.deliver(event),
-                    None => tracing::warn!(channel, "undecodable event message skipped"),
+                match decode(&setup.keys, &setup.signer, channel, msg.get_payload_bytes()) {
+                    Ok(event) => setup.hub.deliver(event),
+                    Err(Undelivered::Unverified) => {
+                        // Counted and logged; the subscriber never sees it.
+                        HotError::unverified(channel.to_string(), "event message tag does not verify");
+                    }
+                    Err(Undelivered::Undecodable) => {
+                        tracing::warn!(channel, "undecodable event message skipped");
+                    }
                 }
             }
             request = requests.recv() => {
@@ -263,15 +273,39 @@ async fn bounded<T>(
     matches!(tokio::time::timeout(timeout, fut).await, Ok(Ok(_)))
 }
 
-/// An event from a message of `append_event.lua`: `<id>\n<type>\n<payload>`.
-fn decode(keys: &Keys, channel: &str, payload: &[u8]) -> Option<Event> {
-    let flow_id = keys.events_flow(channel)?;
-    let text = std::str::from_utf8(payload).ok()?;
-    let mut parts = text.splitn(3, '\n');
-    let id: EventId = parts.next()?.parse().ok()?;
-    let event_type = parts.next()?;
-    let payload = serde_json::from_str(parts.next()?).ok()?;
-    Some(Event::new(id, flow_id, event_type, payload))
+/// Why a message was not delivered.
+#[derive(Debug, PartialEq, Eq)]
+enum Undelivered {
+    /// Not a message `append_event.lua` publishes.
+    Undecodable,
+    /// Its tag does not verify under the secret key.
+    Unverified,
+}
+
+/// An event from a message of `append_event.lua`: `<id>\n<type>\n<tag>\n<payload>` (the tag
+/// empty without a secret key).
+fn decode(
+    keys: &Keys,
+    signer: &Signer,
+    channel: &str,
+    payload: &[u8],
+) -> Result<Event, Undelivered> {
+    let parse = || {
+        let flow_id = keys.events_flow(channel)?;
+        let text = std::str::from_utf8(payload).ok()?;
+        let mut parts = text.splitn(4, '\n');
+        let id: EventId = parts.next()?.parse().ok()?;
+        let event_type = parts.next()?;
+        let tag = parts.next()?;
+        let json = parts.next()?;
+        Some((flow_id, id, event_type, tag, json))
+    };
+    let (flow_id, id, event_type, tag, json) = parse().ok_or(Undelivered::Undecodable)?;
+    if !signer.verify_hex(channel, &[event_type.as_bytes(), json.as_bytes()], tag) {
+        return Err(Undelivered::Unverified);
+    }
+    let payload = serde_json::from_str(json).map_err(|_| Undelivered::Undecodable)?;
+    Ok(Event::new(id, flow_id, event_type, payload))
 }
 
 #[cfg(test)]
@@ -281,16 +315,40 @@ mod tests {
     #[test]
     fn decodes_what_the_script_publishes() {
         let keys = Keys::new("p:");
+        let plain = Signer::default();
         let event = decode(
             &keys,
+            &plain,
             &keys.events("f1"),
-            b"17-3\nSTATE_TRANSITION\n{\"a\":\"x\\ny\"}",
+            b"17-3\nSTATE_TRANSITION\n\n{\"a\":\"x\\ny\"}",
         )
         .unwrap();
         assert_eq!(event.id, EventId { ms: 17, seq: 3 });
         assert_eq!(event.flow_id, "f1");
         assert_eq!(event.payload["a"], "x\ny");
-        assert!(decode(&keys, "other", b"17-3\nT\nnull").is_none());
-        assert!(decode(&keys, &keys.events("f1"), b"17-3\nT").is_none());
+        let undecodable = Err(Undelivered::Undecodable);
+        assert_eq!(
+            decode(&keys, &plain, "other", b"17-3\nT\n\nnull"),
+            undecodable
+        );
+        assert_eq!(
+            decode(&keys, &plain, &keys.events("f1"), b"17-3\nT\n"),
+            undecodable
+        );
+        let signer = Signer::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
+        let channel = keys.events("f1");
+        let tag = signer.tag_hex(&channel, &[b"T", b"{}"]);
+        let signed = format!("17-3\nT\n{tag}\n{{}}");
+        assert!(decode(&keys, &signer, &channel, signed.as_bytes()).is_ok());
+        let forged = format!("17-3\nT\n{tag}\n{{\"x\":1}}");
+        let unverified = Err(Undelivered::Unverified);
+        assert_eq!(
+            decode(&keys, &signer, &channel, forged.as_bytes()),
+            unverified
+        );
+        assert_eq!(
+            decode(&keys, &signer, &channel, b"17-3\nT\n\n{}"),
+            unverified
+        );
     }
 }

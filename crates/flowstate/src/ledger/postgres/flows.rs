@@ -201,13 +201,13 @@ impl BatchOp for Registrations {
     ) -> std::result::Result<Vec<Result<i64>>, sqlx::Error> {
         let inserted: Vec<(String, i64)> = sqlx::query_as(
             "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-               created_at, updated_at, version) \
+               created_at, updated_at, version, sensitive) \
              SELECT r.flow_id, r.flow_type, r.parent_flow_id, r.status, r.metadata, \
-               r.created_at, r.updated_at, r.version \
+               r.created_at, r.updated_at, r.version, r.sensitive \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], \
-               $6::timestamptz[], $7::timestamptz[], $8::int8[]) WITH ORDINALITY \
+               $6::timestamptz[], $7::timestamptz[], $8::int8[], $9::bool[]) WITH ORDINALITY \
                AS r(flow_id, flow_type, parent_flow_id, status, metadata, created_at, \
-                    updated_at, version, ord) \
+                    updated_at, version, sensitive, ord) \
              WHERE r.parent_flow_id IS NULL \
                 OR (SELECT true FROM flows p WHERE p.flow_id = r.parent_flow_id) \
              ORDER BY r.ord \
@@ -232,6 +232,7 @@ impl BatchOp for Registrations {
         .bind(flows.iter().map(|f| f.created_at).collect::<Vec<_>>())
         .bind(flows.iter().map(|f| f.updated_at).collect::<Vec<_>>())
         .bind(flows.iter().map(|f| f.version).collect::<Vec<_>>())
+        .bind(flows.iter().map(|f| f.sensitive).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
         let inserted: HashMap<String, i64> = inserted.into_iter().collect();
@@ -276,8 +277,8 @@ impl BatchOp for Registrations {
     async fn single(pool: &PgPool, flow: &Flow) -> Result<i64> {
         sqlx::query_scalar(
             "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             RETURNING seq",
+             created_at, updated_at, version, sensitive) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
         )
         .bind(&flow.flow_id)
         .bind(&flow.flow_type)
@@ -287,6 +288,7 @@ impl BatchOp for Registrations {
         .bind(flow.created_at)
         .bind(flow.updated_at)
         .bind(flow.version)
+        .bind(flow.sensitive)
         .fetch_one(pool)
         .await
         .map_err(|e| insert_error(e, flow))
@@ -338,7 +340,7 @@ impl BatchOp for Transitions {
                  updated_at = r.at \
                FROM r WHERE f.flow_id = r.flow_id AND f.status = r.from_status \
                RETURNING r.ord, f.seq, f.flow_id, f.flow_type, f.parent_flow_id, f.status, \
-                 f.metadata, f.created_at, f.updated_at, f.version), \
+                 f.metadata, f.created_at, f.updated_at, f.version, f.sensitive), \
              ins AS ( \
                INSERT INTO flow_transitions (flow_id, seq, from_status, to_status, metadata, at) \
                SELECT upd.flow_id, upd.version, r.from_status, r.to_status, r.metadata, r.at \

@@ -217,8 +217,9 @@ async fn fork(
     let state = snapshot_state(conn, flow_id, snapshot_id).await?;
     let row: FlowRow = sqlx::query_as(concat!(
         "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-         created_at, updated_at, version, head_snapshot_id) \
-         SELECT $1, CASE WHEN $2 = '' THEN flow_type ELSE $2 END, flow_id, $3, $4, $5, $5, 1, $6 \
+         created_at, updated_at, version, head_snapshot_id, sensitive) \
+         SELECT $1, CASE WHEN $2 = '' THEN flow_type ELSE $2 END, flow_id, $3, $4, $5, $5, 1, $6, \
+         sensitive \
          FROM flows WHERE flow_id = $7 RETURNING ",
         flow_columns!()
     ))

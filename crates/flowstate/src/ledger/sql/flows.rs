@@ -21,6 +21,7 @@ pub(in crate::ledger) struct FlowRow {
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
     version: i64,
+    sensitive: bool,
 }
 
 impl FlowRow {
@@ -34,6 +35,7 @@ impl FlowRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            sensitive: self.sensitive,
             incarnation: self.seq,
         }
     }
@@ -69,7 +71,8 @@ pub(in crate::ledger) fn attach_documents(
 /// runs SQL it can see is not built from input).
 macro_rules! flow_columns {
     () => {
-        "seq, flow_id, flow_type, parent_flow_id, status, metadata, created_at, updated_at, version"
+        "seq, flow_id, flow_type, parent_flow_id, status, metadata, created_at, updated_at, version, \
+         sensitive"
     };
 }
 pub(in crate::ledger) use flow_columns;

@@ -114,7 +114,8 @@ fn insert_flow(conn: &Connection, flow: &Flow) -> Result<i64> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT INTO flows (flow_id, flow_type, parent_flow_id, status, metadata, \
-             created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             created_at, updated_at, version, sensitive) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .map_err(sql_err)?;
     let result = stmt.execute(params![
@@ -126,6 +127,7 @@ fn insert_flow(conn: &Connection, flow: &Flow) -> Result<i64> {
         ts(flow.created_at)?,
         ts(flow.updated_at)?,
         flow.version,
+        flow.sensitive,
     ]);
     match result {
         // `seq` is the rowid (INTEGER PRIMARY KEY); AUTOINCREMENT never hands one out twice.

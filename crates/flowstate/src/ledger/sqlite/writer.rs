@@ -129,6 +129,7 @@ pub(super) fn flow_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Flow> {
         updated_at: OffsetDateTime::parse(&updated_at, &Rfc3339)
             .map_err(|e| bad(7, e.to_string()))?,
         version: row.get(8)?,
+        sensitive: row.get(9)?,
         incarnation: row.get(0)?,
     })
 }

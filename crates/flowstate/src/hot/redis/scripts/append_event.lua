@@ -9,7 +9,9 @@
 -- With ARGV[8] = '1' (a custom event) the flow's cached record (KEYS[3]) must be alive: the
 -- script answers '~missing' (not cached: ask the ledger) or '~deleted' and appends nothing.
 -- KEYS[1] stream, KEYS[2] meta hash, KEYS[3] flow hash (same hash tag)
--- ARGV: id, event_type, payload, maxlen, ttl, epoch candidate, channel, check flow
+-- ARGV: id, event_type, payload, maxlen, ttl, epoch candidate, channel, check flow, tag (the
+-- HMAC of type and payload, '' without a secret key: stored as field `s`, published before
+-- the payload)
 local stream, meta, id = KEYS[1], KEYS[2], ARGV[1]
 if ARGV[8] == '1' then
   local flow = redis.call('HMGET', KEYS[3], 'data', 'deleted')
@@ -36,9 +38,11 @@ if not fresh then
     return moved
   end
 end
-local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[4], id, 't', ARGV[2], 'p', ARGV[3])
+local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[4], id, 't', ARGV[2], 'p', ARGV[3],
+  's', ARGV[9])
 if type(added) == 'table' and added.err then
-  added = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[2], 'p', ARGV[3])
+  added = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 't', ARGV[2], 'p', ARGV[3],
+    's', ARGV[9])
   redis.call('HSET', meta, 'r:' .. id, added)
 end
 if fresh then
@@ -51,5 +55,5 @@ elseif redis.call('HEXISTS', meta, 'epoch') == 0 then
 end
 redis.call('EXPIRE', stream, ARGV[5])
 redis.call('EXPIRE', meta, ARGV[5])
-redis.call('PUBLISH', ARGV[7], added .. '\n' .. ARGV[2] .. '\n' .. ARGV[3])
+redis.call('PUBLISH', ARGV[7], added .. '\n' .. ARGV[2] .. '\n' .. ARGV[9] .. '\n' .. ARGV[3])
 return added

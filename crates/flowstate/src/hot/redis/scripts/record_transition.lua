@@ -5,7 +5,7 @@
 -- The entry's id carries its time (milliseconds), so no timestamp field is stored: it would
 -- cost a quarter of the stream's memory.
 -- ARGV: version, flow_ttl, data, status, last_updated, stream_ttl, maxlen,
---       from, to, metadata, incarnation
+--       from, to, metadata, incarnation, tag (of the record: see put_flow.lua)
 local inc, version = tonumber(ARGV[11]), tonumber(ARGV[1])
 local cached = cached_order(KEYS[1])
 if ended(cached, inc) then
@@ -18,6 +18,6 @@ if superseded(cached, inc, version) then
   return 0
 end
 redis.call('HSET', KEYS[1], 'data', ARGV[3], 'status', ARGV[4], 'last_updated', ARGV[5],
-  'version', ARGV[1], 'inc', ARGV[11])
+  'version', ARGV[1], 'inc', ARGV[11], 'tag', ARGV[12])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1

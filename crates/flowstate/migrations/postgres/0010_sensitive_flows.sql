@@ -1,0 +1,3 @@
+-- Flows registered with "sensitive": true have their documents, snapshots and custom event
+-- payloads sealed (AEAD envelopes, see security/envelope.rs) in both tiers.
+ALTER TABLE flows ADD COLUMN sensitive BOOLEAN NOT NULL DEFAULT false;

@@ -59,10 +59,30 @@ pub struct Config {
 }
 
 /// A secret setting: serialised as given (figment layers through serde), never shown by
-/// `Debug`.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+/// `Debug`. An environment value of digits only (which figment reads as a number) is taken
+/// as its text.
+#[derive(Clone, Serialize, PartialEq, Eq, Default)]
 #[serde(transparent)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Text(String),
+            Unsigned(u64),
+            Signed(i64),
+            Float(f64),
+        }
+        Ok(Secret(match Given::deserialize(d)? {
+            Given::Text(s) => s,
+            Given::Unsigned(n) => n.to_string(),
+            Given::Signed(n) => n.to_string(),
+            Given::Float(n) => n.to_string(),
+        }))
+    }
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -698,8 +718,15 @@ impl Config {
         .into_iter()
         .flatten()
         .collect();
-        secrets.extend(s.api_tokens.0.iter().cloned());
-        secrets.extend(s.encryption_keys.0.iter().cloned());
+        // Whole entries, and the secret part of each (`role:<token>`, `<key_id>:<key>`).
+        for entry in s.api_tokens.0.iter().chain(&s.encryption_keys.0) {
+            secrets.push(entry.clone());
+            if let Some((_, secret)) = entry.split_once(':')
+                && !secret.starts_with("sha256:")
+            {
+                secrets.push(secret.to_string());
+            }
+        }
         secrets.retain(|secret| secret.len() >= 4);
         secrets
     }

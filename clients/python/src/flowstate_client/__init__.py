@@ -21,12 +21,15 @@ from .client import AsyncClient, Client
 from .errors import (
     Conflict,
     FlowstateError,
+    Forbidden,
     InvalidInput,
     LockHeld,
     LockNotHeld,
     NotFound,
+    RateLimited,
     StaleLease,
     TooLarge,
+    Unauthorized,
     Unavailable,
 )
 from .events import AsyncEventStream, EventStream, Reset
@@ -46,6 +49,7 @@ __all__ = [
     "FlowPage",
     "FlowWithState",
     "FlowstateError",
+    "Forbidden",
     "HeldLock",
     "InvalidInput",
     "LockGrant",
@@ -54,6 +58,7 @@ __all__ = [
     "Lookup",
     "NotFound",
     "PhaseDoc",
+    "RateLimited",
     "Reset",
     "Snapshot",
     "StaleLease",
@@ -62,5 +67,6 @@ __all__ = [
     "TooLarge",
     "Transition",
     "Transitioned",
+    "Unauthorized",
     "Unavailable",
 ]

@@ -67,6 +67,7 @@ def register_flow(
     flow_id: str | None,
     parent_flow_id: str | None,
     metadata: t.JSON | None,
+    sensitive: bool = False,
 ) -> Call[t.Flow]:
     body = _drop_none(
         {
@@ -74,6 +75,7 @@ def register_flow(
             "flow_id": flow_id,
             "parent_flow_id": parent_flow_id,
             "metadata": metadata,
+            "sensitive": True if sensitive else None,
         }
     )
     return Call("POST", "/v1/flows", _json, json=body)

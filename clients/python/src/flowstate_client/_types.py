@@ -18,6 +18,7 @@ class Flow(TypedDict):
     created_at: str
     updated_at: str
     version: int
+    sensitive: NotRequired[bool]
 
 
 class FlowPage(TypedDict):

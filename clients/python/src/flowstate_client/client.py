@@ -40,7 +40,7 @@ class _Settings:
         self.max_backoff = max_backoff
 
     def delay(self, attempt: int, error: FlowstateError) -> float:
-        """How long to wait before retry `attempt` (1-based) of a 503."""
+        """How long to wait before retry `attempt` (1-based) of a 503 or 429."""
         backoff = min(self.max_backoff, 0.1 * 2 ** (attempt - 1))
         wanted = error.retry_after if error.retry_after is not None else backoff
         return min(self.max_backoff, wanted) * (0.8 + 0.4 * random.random())
@@ -52,6 +52,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _retryable(error: FlowstateError) -> bool:
+    """A 503 or 429 whose request was not applied. A `request_timeout` may have been: the
+    caller decides."""
+    return error.status in (429, 503) and error.code != "request_timeout"
 
 
 def _read(call: _api.Call[T], response: httpx.Response) -> T:
@@ -67,9 +73,10 @@ def _read(call: _api.Call[T], response: httpx.Response) -> T:
 class Client:
     """The flowstate API, blocking. Use as a context manager or call `close()`.
 
-    `token` is sent as `Authorization: Bearer <token>`. A `503` is retried up to
+    `token` is sent as `Authorization: Bearer <token>`. A `503` or `429` is retried up to
     `max_retries` times, waiting what `Retry-After` says (capped at `max_backoff` seconds),
-    then raised as `Unavailable`.
+    then raised as `Unavailable` or `RateLimited`; a `503 request_timeout` is raised at once
+    (the request may have been applied).
     """
 
     def __init__(
@@ -110,7 +117,7 @@ class Client:
                 return _read(call, response)
             except FlowstateError as e:
                 attempt += 1
-                if e.status != 503 or attempt > self._s.max_retries:
+                if not _retryable(e) or attempt > self._s.max_retries:
                     raise
                 time.sleep(self._s.delay(attempt, e))
 
@@ -123,11 +130,17 @@ class Client:
         flow_id: str | None = None,
         parent_flow_id: str | None = None,
         metadata: t.JSON | None = None,
+        sensitive: bool = False,
     ) -> t.Flow:
-        """Registers a flow (`flow_id` generated when absent) under an optional parent."""
+        """Registers a flow (`flow_id` generated when absent) under an optional parent;
+        `sensitive` stores its data encrypted (the server needs encryption keys)."""
         return self._send(
             _api.register_flow(
-                flow_type, flow_id=flow_id, parent_flow_id=parent_flow_id, metadata=metadata
+                flow_type,
+                flow_id=flow_id,
+                parent_flow_id=parent_flow_id,
+                metadata=metadata,
+                sensitive=sensitive,
             )
         )
 
@@ -474,7 +487,7 @@ class AsyncClient:
                 return _read(call, response)
             except FlowstateError as e:
                 attempt += 1
-                if e.status != 503 or attempt > self._s.max_retries:
+                if not _retryable(e) or attempt > self._s.max_retries:
                     raise
                 await asyncio.sleep(self._s.delay(attempt, e))
 
@@ -485,10 +498,15 @@ class AsyncClient:
         flow_id: str | None = None,
         parent_flow_id: str | None = None,
         metadata: t.JSON | None = None,
+        sensitive: bool = False,
     ) -> t.Flow:
         return await self._send(
             _api.register_flow(
-                flow_type, flow_id=flow_id, parent_flow_id=parent_flow_id, metadata=metadata
+                flow_type,
+                flow_id=flow_id,
+                parent_flow_id=parent_flow_id,
+                metadata=metadata,
+                sensitive=sensitive,
             )
         )
 

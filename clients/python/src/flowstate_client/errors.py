@@ -54,7 +54,21 @@ class TooLarge(FlowstateError):
 
 
 class Unavailable(FlowstateError):
-    """503 (after the client's retries): a tier the request needs is unreachable."""
+    """503 (after the client's retries): a tier the request needs is unreachable, or the
+    request took longer than the server's timeout (`request_timeout`: not retried, since it may
+    have been applied)."""
+
+
+class Unauthorized(FlowstateError):
+    """401: no token, or not one the server knows."""
+
+
+class Forbidden(FlowstateError):
+    """403: the token's role is too low for the route."""
+
+
+class RateLimited(FlowstateError):
+    """429 (after the client's retries): over the token's rate limit."""
 
 
 _BY_CODE: dict[str, type[FlowstateError]] = {
@@ -64,10 +78,13 @@ _BY_CODE: dict[str, type[FlowstateError]] = {
 }
 _BY_STATUS: dict[int, type[FlowstateError]] = {
     400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: TooLarge,
     415: InvalidInput,
+    429: RateLimited,
     503: Unavailable,
 }
 

@@ -354,8 +354,14 @@ async fn a_value_tampered_in_redis_is_not_served_and_is_counted() {
     let a = app.get("/v1/flows/victim").await;
     assert_eq!(a.body["status"], "initializing", "{}", a.body);
 
+    // 5. A forged tombstone on a live flow: still found.
+    let other_key = app.key("orchestrator:flow:{other}");
+    let _: () = r.hset(&other_key, "deleted", "1").await.unwrap();
+    let a = app.get("/v1/flows/other").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
     let after = unverified_count(&app).await;
-    assert!(after - before >= 4.0, "counted {before} -> {after}");
+    assert!(after - before >= 5.0, "counted {before} -> {after}");
     // The ledger's answer repopulated Redis with a genuine value.
     let repaired: Vec<u8> = r.get(&state_key).await.unwrap();
     assert!(repaired[0].is_ascii_uppercase());
@@ -614,6 +620,16 @@ async fn keys_rotate_old_ones_still_open_new_writes_use_the_first() {
     assert_eq!(
         app.get("/v1/flows/r/phases/new").await.body["state"]["v"],
         "sealed-by-k2"
+    );
+
+    // With no key at all, a ledger holding sensitive flows does not start: their new writes
+    // would be stored in the clear.
+    let (mut config, _tmp) = app.crash().await;
+    config.security.encryption_keys = SecretList::default();
+    let err = Application::build(config).await.err().expect("refused");
+    assert!(
+        err.to_string().contains("sensitive flows are registered"),
+        "{err}"
     );
 }
 

@@ -61,6 +61,10 @@ pub trait FlowLedger: Send + Sync + 'static {
     /// The flow, if it exists.
     async fn get_flow(&self, flow_id: &str) -> Result<Option<Flow>>;
 
+    /// Whether any flow is registered as sensitive (a service without encryption keys must not
+    /// start then: it would write those flows' data in the clear).
+    async fn has_sensitive_flows(&self) -> Result<bool>;
+
     /// Up to `limit` flows matching `filter` with registration sequence above `after`, in
     /// sequence order, each with its sequence (the paging cursor).
     async fn list_flows(

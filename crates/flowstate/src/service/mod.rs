@@ -118,6 +118,11 @@ impl Flowstate {
         let tokens = TokenSet::parse(security.api_tokens.0.iter().map(String::as_str))
             .map_err(|e| crate::Error::Config(format!("FLOWSTATE_API_TOKENS: {e}")))?;
         let ledger = ledger::open(&config.database).await?;
+        if keyring.is_empty() && ledger.has_sensitive_flows().await? {
+            return Err(crate::Error::Config(
+                "sensitive flows are registered but FLOWSTATE_ENCRYPTION_KEYS is empty: their data could not be read, and new writes would be stored in the clear".into(),
+            ));
+        }
         let ttls = Ttls::new(config.ttl.clone());
         let hot: Box<dyn HotTier> = if config.redis.is_enabled() {
             let keys = Keys::new(config.key_prefix.clone());

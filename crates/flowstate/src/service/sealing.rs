@@ -3,7 +3,8 @@
 //! on the way out, so neither Redis nor the ledger (nor a backup of either) holds the plaintext.
 //!
 //! A write must know whether its flow is sensitive before it reaches the ledger. That is fixed
-//! for each registration of a flow id (its incarnation), so it is remembered per flow id with
+//! for each registration of a flow id (its incarnation), so it is read from the ledger (never
+//! from Redis, which could be forged) once and remembered per flow id with
 //! the incarnation it was read for; the ledger's answer to the write names the incarnation it
 //! wrote to, and when that is not the one remembered (the flow was deleted and registered
 //! again meanwhile) the write is redone for the new registration. Without encryption keys no
@@ -59,15 +60,13 @@ impl Flowstate {
         if let Some(known) = sealing.known.get(flow_id) {
             return Ok(Some(known));
         }
-        match self.get_flow(flow_id).await {
-            Ok(flow) => Ok(Some(self.remember(
-                flow_id,
-                flow.incarnation,
-                flow.sensitive,
-            ))),
-            Err(Error::FlowNotFound(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
+        // From the ledger, not the hot tier: whoever can write to Redis must not be able to
+        // turn sealing off (without a secret key, cached records are not signed).
+        Ok(self
+            .ledger()
+            .get_flow(flow_id)
+            .await?
+            .map(|flow| self.remember(flow_id, flow.incarnation, flow.sensitive)))
     }
 
     /// Records what the ledger said of a flow's sensitivity.

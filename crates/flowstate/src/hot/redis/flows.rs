@@ -31,6 +31,9 @@ static RECORD_TRANSITION: LazyLock<Script> = LazyLock::new(|| Script::new(RECORD
 static REMOVE_FLOW: LazyLock<Script> = LazyLock::new(|| Script::new(REMOVE_FLOW_SRC));
 static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_SRC));
 
+/// What a tombstone's tag covers besides its key and incarnation (a record's covers its data).
+const TOMBSTONE_TAG_PART: &[u8] = b"tombstone";
+
 /// Version written into tombstones: above any real flow version, exact as a Lua number.
 const TOMBSTONE_VERSION: i64 = 1 << 53;
 
@@ -83,7 +86,17 @@ impl FlowHot for RedisHot {
         let key = self.keys.flow(flow_id);
         let fields: HashMap<String, String> =
             self.core.read(::redis::cmd("HGETALL").arg(&key)).await?;
+        let inc = fields.get("inc").map_or("0", String::as_str);
+        let tag = fields.get("tag").map_or("", String::as_str);
         if fields.contains_key("deleted") {
+            // A tombstone answers "not found" without the ledger: it must be flowstate's too.
+            if !self
+                .signer
+                .verify_hex(&key, &[TOMBSTONE_TAG_PART, inc.as_bytes()], tag)
+            {
+                let err = codec::DecodeError::Unverified("tombstone tag does not verify");
+                return Err(self.undecodable(key, err).await);
+            }
             return Ok(CachedFlow::Deleted);
         }
         let Some(data) = fields.get("data") else {
@@ -93,8 +106,6 @@ impl FlowHot for RedisHot {
             key: key.clone(),
             reason,
         };
-        let inc = fields.get("inc").map_or("0", String::as_str);
-        let tag = fields.get("tag").map_or("", String::as_str);
         if !self
             .signer
             .verify_hex(&key, &[inc.as_bytes(), data.as_bytes()], tag)
@@ -179,6 +190,10 @@ impl FlowHot for RedisHot {
             // The record becomes a tombstone, so a racing repopulation cannot revive it (unless
             // the id has been registered again meanwhile: then it is the new flow's).
             let key = self.keys.flow(id);
+            let inc = deleted.flow.incarnation.to_string();
+            let tag = self
+                .signer
+                .tag_hex(&key, &[TOMBSTONE_TAG_PART, inc.as_bytes()]);
             pipe.cmd("EVALSHA")
                 .arg(REMOVE_FLOW.get_hash())
                 .arg(1 + gone.len())
@@ -187,6 +202,7 @@ impl FlowHot for RedisHot {
                 .arg(deleted.flow.incarnation)
                 .arg(TOMBSTONE_VERSION)
                 .arg(TOMBSTONE_TTL.as_secs())
+                .arg(tag)
                 .ignore();
             // The registry and hierarchy sets mirror the ledger for other readers of this
             // layout (flowstate reads neither); they hold ids, not incarnations.

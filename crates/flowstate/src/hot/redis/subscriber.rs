@@ -296,9 +296,13 @@ fn decode(
         let mut parts = text.splitn(4, '\n');
         let id: EventId = parts.next()?.parse().ok()?;
         let event_type = parts.next()?;
-        let tag = parts.next()?;
-        let json = parts.next()?;
-        Some((flow_id, id, event_type, tag, json))
+        let third = parts.next()?;
+        // `<id>\n<type>\n<payload>` from an instance of an earlier version (a rolling
+        // upgrade): unsigned, so accepted only without a secret key.
+        match parts.next() {
+            Some(json) => Some((flow_id, id, event_type, third, json)),
+            None => Some((flow_id, id, event_type, "", third)),
+        }
     };
     let (flow_id, id, event_type, tag, json) = parse().ok_or(Undelivered::Undecodable)?;
     if !signer.verify_hex(channel, &[event_type.as_bytes(), json.as_bytes()], tag) {
@@ -335,8 +339,15 @@ mod tests {
             decode(&keys, &plain, &keys.events("f1"), b"17-3\nT\n"),
             undecodable
         );
+        // The earlier three-part form still decodes, unsigned.
+        let old = decode(&keys, &plain, &keys.events("f1"), b"17-3\nT\n{\"a\":1}").unwrap();
+        assert_eq!(old.payload["a"], 1);
         let signer = Signer::new(Some(b"0123456789abcdef0123456789abcdef")).unwrap();
         let channel = keys.events("f1");
+        assert_eq!(
+            decode(&keys, &signer, &channel, b"17-3\nT\n{}"),
+            Err(Undelivered::Unverified)
+        );
         let tag = signer.tag_hex(&channel, &[b"T", b"{}"]);
         let signed = format!("17-3\nT\n{tag}\n{{}}");
         assert!(decode(&keys, &signer, &channel, signed.as_bytes()).is_ok());

@@ -37,6 +37,13 @@ impl FlowLedger for SqliteLedger {
         Ok(row.map(FlowRow::into_flow))
     }
 
+    async fn has_sensitive_flows(&self) -> Result<bool> {
+        let any: Option<i32> = sqlx::query_scalar("SELECT 1 FROM flows WHERE sensitive LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(any.is_some())
+    }
+
     async fn list_flows(
         &self,
         filter: &FlowFilter,

@@ -52,9 +52,23 @@ pub(crate) async fn measure<F: std::future::Future<Output = ()>>(
 
 #[tokio::test]
 async fn register_transition_and_read_cost_one_round_trip() {
+    register_transition_and_read(None).await;
+}
+
+/// Signing adds no command: tags travel inside the same scripts and values.
+#[tokio::test]
+async fn signed_values_cost_no_more_round_trips() {
+    register_transition_and_read(Some("a secret key of thirty-two bytes or more")).await;
+}
+
+async fn register_transition_and_read(secret_key: Option<&str>) {
     let redis = RedisServer::start().await;
     let url = redis.url();
-    let app = spawn_app_with(Backend::RedisSqlite, |c| c.redis.url = Some(url)).await;
+    let app = spawn_app_with(Backend::RedisSqlite, |c| {
+        c.redis.url = Some(url);
+        c.security.secret_key = secret_key.map(|k| flowstate::config::Secret(k.into()));
+    })
+    .await;
     app.register(json!({"flow_id": "parent", "flow_type": "t"}))
         .await;
 
@@ -91,6 +105,19 @@ async fn register_transition_and_read_cost_one_round_trip() {
     .await;
     assert_eq!(rtt, 1, "cached read: {cmds:?}");
     assert_eq!(cmds, BTreeMap::from([("hgetall".to_string(), 1)]));
+
+    let put = app
+        .http
+        .put(app.url("/v1/flows/child/state"))
+        .json(&json!({"state": {"step": 1}}));
+    assert_eq!(app.send(put).await.status, 200);
+    let (rtt, cmds) = measure(&app, async {
+        let a = app.get("/v1/flows/child/state").await;
+        assert_eq!(a.body["state"]["step"], 1);
+    })
+    .await;
+    assert_eq!(rtt, 1, "cached state: {cmds:?}");
+    assert_eq!(cmds, BTreeMap::from([("get".to_string(), 1)]));
 }
 
 /// After Redis loses its script cache (restart, SCRIPT FLUSH) the scripts are loaded again and

@@ -132,7 +132,10 @@ impl Client {
             .json()
             .await
             .with_context(|| format!("{url}: not JSON"))?;
-        if !status.is_success() && !path.ends_with("/health") {
+        // An unhealthy server answers its health report with 503; anything else is an error.
+        let report =
+            path.ends_with("/health") && status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        if !status.is_success() && !report {
             bail!(
                 "{status}: {} ({})",
                 body["error"]["message"].as_str().unwrap_or("error"),

@@ -698,3 +698,39 @@ async fn an_acl_user_works_and_its_password_is_never_shown() {
     app.register(json!({"flow_id": "acl2", "flow_type": "t"}))
         .await;
 }
+
+#[tokio::test]
+async fn the_cli_sends_its_token() {
+    let app = spawn_app_with(Backend::Embedded, |c| c.security.api_tokens = tokens()).await;
+    let run = |token: Option<&'static str>, args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_flowstate"));
+        cmd.args(args)
+            .env("FLOWSTATE_URL", &app.base)
+            .env("RUST_LOG", "off")
+            .env_remove("FLOWSTATE_TOKEN");
+        if let Some(token) = token {
+            cmd.env("FLOWSTATE_TOKEN", token);
+        }
+        async move { cmd.output().await.expect("the flowstate binary runs") }
+    };
+    let denied = run(None, &["flows", "ls"]).await;
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("unauthorized"));
+    let health = run(None, &["health"]).await;
+    assert!(!health.status.success());
+    assert!(String::from_utf8_lossy(&health.stderr).contains("unauthorized"));
+    let listed = run(Some(READ), &["flows", "ls", "--json"]).await;
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let backups = run(Some(READ), &["backup", "list"]).await;
+    assert!(String::from_utf8_lossy(&backups.stderr).contains("forbidden"));
+    let backups = run(Some(ADMIN), &["backup", "list", "--json"]).await;
+    assert!(
+        backups.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backups.stderr)
+    );
+}

@@ -268,4 +268,36 @@ mod tests {
         assert_eq!(role(Method::GET, "/v1/fallbacks", false), R(Role::Admin));
         assert_eq!(role(Method::GET, "/v1/audit", false), R(Role::Admin));
     }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_503_request_timeout() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = flowstate::Config::default();
+        config.database.url = format!("sqlite://{}", dir.path().join("t.db").display());
+        config.health.interval_s = 0;
+        config.locks.max_wait_ms = 0;
+        config.agent_cache.max_wait_ms = 0;
+        config.limits.request_timeout_ms = 1000;
+        let guard = Guard::new(Flowstate::open(config).await.unwrap());
+        let app = axum::Router::new()
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/quick", axum::routing::get(|| async { "now" }))
+            .layer(axum::middleware::from_fn_with_state(guard, timeout));
+        let get = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
+        let quick = app.clone().oneshot(get("/quick")).await.unwrap();
+        assert_eq!(quick.status(), StatusCode::OK);
+        let slow = app.oneshot(get("/slow")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(slow.headers()[header::RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(slow.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "request_timeout");
+    }
 }

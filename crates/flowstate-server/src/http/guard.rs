@@ -280,16 +280,17 @@ mod tests {
         config.agent_cache.max_wait_ms = 0;
         config.limits.request_timeout_ms = 1000;
         let guard = Guard::new(Flowstate::open(config).await.unwrap());
-        let app = axum::Router::new()
-            .route(
-                "/slow",
-                axum::routing::get(|| async {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    "late"
-                }),
-            )
-            .route("/quick", axum::routing::get(|| async { "now" }))
-            .layer(axum::middleware::from_fn_with_state(guard, timeout));
+        // A bare service under the middleware: a slow answer on /slow, a quick one elsewhere.
+        let handler = tower::service_fn(|req: Request| async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Ok::<_, std::convert::Infallible>(Response::new(Body::from("done")))
+        });
+        let app = tower::Layer::layer(
+            &axum::middleware::from_fn_with_state(guard, timeout),
+            handler,
+        );
         let get = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
         let quick = app.clone().oneshot(get("/quick")).await.unwrap();
         assert_eq!(quick.status(), StatusCode::OK);

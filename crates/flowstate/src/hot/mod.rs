@@ -260,6 +260,9 @@ pub enum Posted {
     FlowNotCached,
     /// The flow was deleted: nothing appended.
     FlowDeleted,
+    /// The cached flow is another registration of the id than the one asked for: nothing
+    /// appended.
+    OtherIncarnation,
 }
 
 /// Each flow's event stream (`flow:events:{id}`): bounded history with an epoch, and live
@@ -272,8 +275,10 @@ pub trait EventHot: Send + Sync + 'static {
     async fn append_events(&self, events: &[Event]) -> HotResult<Vec<EventId>>;
 
     /// Appends a custom event as [`EventHot::append_events`] does, if the hot tier holds its
-    /// flow's record (so that posting to a cached flow costs one round trip in all).
-    async fn post_event(&self, event: &Event) -> HotResult<Posted>;
+    /// flow's record (so that posting to a cached flow costs one round trip in all) and, when
+    /// `incarnation` is given, that record is of this registration (a sealed or plain payload
+    /// was chosen for it).
+    async fn post_event(&self, event: &Event, incarnation: Option<i64>) -> HotResult<Posted>;
 
     /// What a subscriber resuming after `after` missed (see [`History`]); without `after`,
     /// only the stream's epoch and top. One round trip.

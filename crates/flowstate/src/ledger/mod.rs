@@ -137,6 +137,15 @@ pub trait SnapshotLedger: Send + Sync + 'static {
         keep: u32,
     ) -> Result<TakenSnapshot>;
 
+    /// Replaces a snapshot's state (sealing one that was taken in the clear for a flow that
+    /// turned out to be sensitive); nothing else about it changes.
+    async fn replace_snapshot_state(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        state: &Map<String, Value>,
+    ) -> Result<()>;
+
     /// A snapshot and its flow.
     async fn get_snapshot(
         &self,

@@ -122,28 +122,48 @@ impl Flowstate {
         if let Value::Object(map) = &new.payload {
             super::sealing::refuse_envelope_lookalike(map)?;
         }
-        let payload = match self.sensitivity(flow_id).await? {
+        let known = self.sensitivity(flow_id).await?;
+        let payload = match known {
             Some((_, true)) => Value::Object(self.seal_value(&new.payload)?),
-            _ => new.payload,
+            _ => new.payload.clone(),
         };
         let event = self.event(flow_id, &new.event_type, payload);
         let this = self.clone();
-        self.detached(async move { this.post_event_now(event).await })
+        self.detached(async move { this.post_event_now(event, known, new.payload).await })
             .await
     }
 
     /// One round trip when the flow is cached: the append checks the flow itself.
-    async fn post_event_now(&self, event: Event) -> Result<EventId> {
+    /// `event` was sealed, or not, as `known` says its flow's registration needs; `plain` is
+    /// its payload in the clear, for when that turns out to be another registration.
+    async fn post_event_now(
+        &self,
+        mut event: Event,
+        known: Option<(i64, bool)>,
+        plain: Value,
+    ) -> Result<EventId> {
         let (id, flow_id) = (event.id, event.flow_id.clone());
-        if !self.inner.outbox.is_pending() {
+        // With encryption keys, the event may only land on the registration whose sensitivity
+        // chose its payload's form: the append checks the cached record's incarnation.
+        let keyed = !self.inner.sealing.keyring.is_empty();
+        if !self.inner.outbox.is_pending() && (!keyed || known.is_some()) {
+            let incarnation = known.map(|(incarnation, _)| incarnation);
             match self
-                .hot_read("events.post", self.hot().post_event(&event))
+                .hot_read("events.post", self.hot().post_event(&event, incarnation))
                 .await
             {
                 Some(Posted::Stored(id)) => return Ok(id),
                 Some(Posted::FlowDeleted) => return Err(Error::FlowNotFound(flow_id)),
-                Some(Posted::FlowNotCached) | None => {}
+                Some(Posted::FlowNotCached | Posted::OtherIncarnation) | None => {}
             }
+        }
+        if keyed && let Some(flow) = self.ledger().get_flow(&flow_id).await? {
+            let (_, sensitive) = self.remember(&flow_id, flow.incarnation, flow.sensitive);
+            event.payload = if sensitive {
+                Value::Object(self.seal_value(&plain)?)
+            } else {
+                plain
+            };
         }
         // Not cached, or Redis away: the ledger says whether the flow exists (and the read
         // caches it again).

@@ -40,15 +40,25 @@ impl Flowstate {
         refuse_envelope_lookalike(&state)?;
         let (this, flow_id) = (self.clone(), flow_id.to_string());
         self.detached(async move {
-            // A flow id registered again, as a sensitive flow, between this lookup and the
-            // write would get this snapshot unsealed: documents are written again then
-            // (`reseal`), snapshots are not (the ledger has no snapshot replace).
             let known = this.sensitivity(&flow_id).await?;
             let stored = this.seal_if(known.is_some_and(|(_, s)| s), state.clone())?;
-            let taken = this
+            let mut taken = this
                 .ledger()
                 .create_snapshot(&flow_id, &snapshot_id, &stored, now(), KEEP_SNAPSHOTS)
                 .await?;
+            // Taken for another registration of the id than the one looked up, which is
+            // sensitive: sealed now, before any tier serves it.
+            if this
+                .reseal(&flow_id, known, taken.owner.incarnation)
+                .await?
+                .is_some()
+            {
+                let sealed = this.seal_if(true, state.clone())?;
+                this.ledger()
+                    .replace_snapshot_state(&flow_id, &snapshot_id, &sealed)
+                    .await?;
+                taken.snapshot.state = sealed;
+            }
             this.hot_write(
                 "snapshots.create",
                 this.hot()

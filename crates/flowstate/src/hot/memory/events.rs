@@ -171,10 +171,14 @@ impl EventHot for MemoryHot {
         Ok(self.publish(events))
     }
 
-    async fn post_event(&self, event: &Event) -> HotResult<Posted> {
+    async fn post_event(&self, event: &Event, incarnation: Option<i64>) -> HotResult<Posted> {
         Ok(match self.flows.get(&event.flow_id) {
             None => Posted::FlowNotCached,
             Some(Entry { value: None, .. }) => Posted::FlowDeleted,
+            Some(Entry {
+                incarnation: cached,
+                ..
+            }) if incarnation.is_some_and(|i| i != cached) => Posted::OtherIncarnation,
             Some(_) => {
                 let ids = self.publish(std::slice::from_ref(event));
                 Posted::Stored(ids.into_iter().next().unwrap_or(event.id))

@@ -39,18 +39,19 @@ impl RedisHot {
     /// Adds the append of each event to `pipe` (replies ignored).
     pub(super) fn push_events(&self, pipe: &mut Pipeline, events: &[Event]) -> HotResult<()> {
         for event in events {
-            self.push_event(pipe, event, false, true)?;
+            self.push_event(pipe, event, None, true)?;
         }
         Ok(())
     }
 
     /// Adds an event's append (its reply ignored if `ignore`); `check_flow` makes it
-    /// conditional on the flow's cached record.
+    /// conditional on the flow's cached record (and, with an incarnation, on its being that
+    /// registration).
     fn push_event(
         &self,
         pipe: &mut Pipeline,
         event: &Event,
-        check_flow: bool,
+        check_flow: Option<Option<i64>>,
         ignore: bool,
     ) -> HotResult<()> {
         let payload = serde_json::to_string(&event.payload).map_err(|e| HotError::Corrupt {
@@ -74,8 +75,14 @@ impl RedisHot {
             .arg(self.ttls.events())
             .arg(epoch_candidate())
             .arg(&stream)
-            .arg(if check_flow { "1" } else { "0" })
-            .arg(tag);
+            .arg(if check_flow.is_some() { "1" } else { "0" })
+            .arg(tag)
+            .arg(
+                check_flow
+                    .flatten()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+            );
         if ignore {
             pipe.ignore();
         }
@@ -135,7 +142,7 @@ impl EventHot for RedisHot {
         }
         let mut pipe = ::redis::pipe();
         for event in events {
-            self.push_event(&mut pipe, event, false, false)?;
+            self.push_event(&mut pipe, event, None, false)?;
         }
         // No key is cached state to invalidate: a failed append goes to the ledger outbox.
         let ids: Vec<String> = self
@@ -152,9 +159,9 @@ impl EventHot for RedisHot {
             .collect()
     }
 
-    async fn post_event(&self, event: &Event) -> HotResult<Posted> {
+    async fn post_event(&self, event: &Event, incarnation: Option<i64>) -> HotResult<Posted> {
         let mut pipe = ::redis::pipe();
-        self.push_event(&mut pipe, event, true, false)?;
+        self.push_event(&mut pipe, event, Some(incarnation), false)?;
         let (answer,): (String,) = self
             .core
             .write_query(&pipe, &[APPEND_EVENT_SRC], Vec::new())
@@ -162,6 +169,7 @@ impl EventHot for RedisHot {
         Ok(match answer.as_str() {
             "~missing" => Posted::FlowNotCached,
             "~deleted" => Posted::FlowDeleted,
+            "~other" => Posted::OtherIncarnation,
             id => Posted::Stored(id.parse().map_err(|_| HotError::Corrupt {
                 key: self.keys.events(&event.flow_id),
                 reason: format!("XADD answered {id:?}"),

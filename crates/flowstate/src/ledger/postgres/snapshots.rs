@@ -31,6 +31,21 @@ impl SnapshotLedger for PostgresLedger {
         Ok(out)
     }
 
+    async fn replace_snapshot_state(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        state: &Map<String, Value>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE flow_snapshots SET state = $3 WHERE flow_id = $1 AND snapshot_id = $2")
+            .bind(flow_id)
+            .bind(snapshot_id)
+            .bind(Json(state))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn get_snapshot(
         &self,
         flow_id: &str,

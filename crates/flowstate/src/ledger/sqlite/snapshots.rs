@@ -33,6 +33,27 @@ impl SnapshotLedger for SqliteLedger {
             .await
     }
 
+    async fn replace_snapshot_state(
+        &self,
+        flow_id: &str,
+        snapshot_id: &str,
+        state: &Map<String, Value>,
+    ) -> Result<()> {
+        let (flow_id, snapshot_id, state) =
+            (flow_id.to_string(), snapshot_id.to_string(), json(state)?);
+        self.writer
+            .submit(move |c| {
+                c.prepare_cached(
+                    // `?n`: rusqlite numbers `$n` by first appearance, not by n.
+                    "UPDATE flow_snapshots SET state = ?3 WHERE flow_id = ?1 AND snapshot_id = ?2",
+                )
+                .and_then(|mut stmt| stmt.execute(params![flow_id, snapshot_id, state]))
+                .map(|_| ())
+                .map_err(sql_err)
+            })
+            .await
+    }
+
     async fn get_snapshot(
         &self,
         flow_id: &str,

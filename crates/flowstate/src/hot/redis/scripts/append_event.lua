@@ -7,18 +7,21 @@
 -- expired, Redis restarted empty), unless a subscriber that found it missing named it first
 -- (field `live` 0).
 -- With ARGV[8] = '1' (a custom event) the flow's cached record (KEYS[3]) must be alive: the
--- script answers '~missing' (not cached: ask the ledger) or '~deleted' and appends nothing.
+-- script answers '~missing' (not cached: ask the ledger) or '~deleted' and appends nothing;
+-- and when ARGV[10] is an incarnation, of that registration: '~other' otherwise.
 -- KEYS[1] stream, KEYS[2] meta hash, KEYS[3] flow hash (same hash tag)
 -- ARGV: id, event_type, payload, maxlen, ttl, epoch candidate, channel, check flow, tag (the
 -- HMAC of type and payload, '' without a secret key: stored as field `s`, published before
--- the payload)
+-- the payload), incarnation ('' for any)
 local stream, meta, id = KEYS[1], KEYS[2], ARGV[1]
 if ARGV[8] == '1' then
-  local flow = redis.call('HMGET', KEYS[3], 'data', 'deleted')
+  local flow = redis.call('HMGET', KEYS[3], 'data', 'deleted', 'inc')
   if flow[2] then
     return '~deleted'
   elseif not flow[1] then
     return '~missing'
+  elseif ARGV[10] ~= '' and flow[3] ~= ARGV[10] then
+    return '~other'
   end
 end
 local fresh = redis.call('EXISTS', stream) == 0

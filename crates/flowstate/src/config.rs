@@ -448,7 +448,7 @@ impl Default for Config {
 }
 
 /// Redis settings; the defaults follow the reference's pool configuration.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `REDIS_ENABLED`. When unset, Redis is used exactly when `REDIS_URL` is set.
@@ -524,7 +524,7 @@ impl RedisConfig {
 }
 
 /// Ledger settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `DATABASE_URL`: `sqlite://path` (created if missing) or `postgres://…`.
@@ -696,6 +696,50 @@ fn describe(errors: figment::Error) -> Error {
         })
         .collect();
     Error::Config(messages.join("; "))
+}
+
+/// `url` with the password of its user info (`scheme://user:password@host`) shown as `***`.
+fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("enabled", &self.enabled)
+            .field("url", &self.url.as_deref().map(redacted_url))
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("ssl_required", &self.ssl_required)
+            .field("ca_cert", &self.ca_cert)
+            .field("max_connections", &self.max_connections)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("reconnect_retries", &self.reconnect_retries)
+            .field("reconnect_max_delay_ms", &self.reconnect_max_delay_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .field("sqlite_checkpoint_kib", &self.sqlite_checkpoint_kib)
+            .finish()
+    }
 }
 
 impl Config {
@@ -1065,6 +1109,48 @@ mod tests {
             jail.set_env("FLOWSTATE_LISTEN", "127.0.0.1:9001");
             let config = Config::load_from(None).unwrap();
             assert_eq!(config.listen.port(), 9001);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output_and_are_redacted() {
+        let mut c = Config::default();
+        c.redis.url = Some("redis://flow:url-pass-123@h:6379/0".into());
+        c.database.url = "postgres://app:db-pass-456@h/db".into();
+        c.security.api_tokens = SecretList(vec!["read:token-value-7890abcdef".into()]);
+        c.security.secret_key = Some(Secret("hmac-key-value".into()));
+        let shown = format!("{c:?}");
+        for secret in [
+            "url-pass-123",
+            "db-pass-456",
+            "token-value-7890abcdef",
+            "hmac-key-value",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+            assert_eq!(c.redact(&format!("x {secret} y")), "x *** y");
+        }
+        assert!(shown.contains("redis://flow:***@h:6379/0"), "{shown}");
+    }
+
+    #[test]
+    fn security_settings_come_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("REDIS_PASSWORD", "123456");
+            jail.set_env(
+                "FLOWSTATE_API_TOKENS",
+                "read:reader-token-0123456,write:writer-token-0123456",
+            );
+            jail.set_env("FLOWSTATE_SECRET_KEY", "0123456789abcdef0123456789abcdef");
+            let c = Config::load_from(None).unwrap();
+            assert_eq!(
+                c.redis.password,
+                Some(Secret("123456".into())),
+                "digits stay text"
+            );
+            assert_eq!(c.security.api_tokens.0.len(), 2);
+            assert!(c.security.secret_key.is_some());
             Ok(())
         });
     }

@@ -678,6 +678,14 @@ const REFERENCE_ENV: &[(&str, &str)] = &[
     ("FLOWSTATE_ENCRYPTION_KEYS", "security.encryption_keys"),
 ];
 
+/// Secret variables read as raw text (in this order, the later winning), not parsed as values.
+const RAW_SECRETS: &[(&str, &str)] = &[
+    ("REDIS_PASSWORD", "redis.password"),
+    ("FLOWSTATE_REDIS__PASSWORD", "redis.password"),
+    ("FLOWSTATE_SECRET_KEY", "security.secret_key"),
+    ("FLOWSTATE_SECURITY__SECRET_KEY", "security.secret_key"),
+];
+
 /// Turns figment's errors into messages that name the setting and the variable to fix.
 fn describe(errors: figment::Error) -> Error {
     let messages: Vec<String> = errors
@@ -703,7 +711,7 @@ fn redacted_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
             format!("{scheme}://{user}:***@{host}")
@@ -748,7 +756,8 @@ impl Config {
     pub fn secrets(&self) -> Vec<String> {
         fn url_password(url: &str) -> Option<String> {
             let rest = url.split_once("://")?.1;
-            let userinfo = rest.split_once('@')?.0;
+            // The last `@`: a password may hold an unencoded one, as URL parsers allow.
+            let userinfo = rest.rsplit_once('@')?.0;
             let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
             (!password.is_empty()).then(|| password.to_string())
         }
@@ -823,6 +832,12 @@ impl Config {
                     ])
                     .split("__"),
             );
+        // Secrets exactly as written: figment reads `007123` as the number 7123.
+        for (var, path) in RAW_SECRETS {
+            if let Ok(value) = std::env::var(var) {
+                figment = figment.merge(Serialized::default(path, value));
+            }
+        }
         let config: Config = figment.extract().map_err(describe)?;
         config.validate()?;
         Ok(config)
@@ -1137,7 +1152,7 @@ mod tests {
     fn security_settings_come_from_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.clear_env();
-            jail.set_env("REDIS_PASSWORD", "123456");
+            jail.set_env("REDIS_PASSWORD", "007123");
             jail.set_env(
                 "FLOWSTATE_API_TOKENS",
                 "read:reader-token-0123456,write:writer-token-0123456",
@@ -1146,7 +1161,7 @@ mod tests {
             let c = Config::load_from(None).unwrap();
             assert_eq!(
                 c.redis.password,
-                Some(Secret("123456".into())),
+                Some(Secret("007123".into())),
                 "digits stay text"
             );
             assert_eq!(c.security.api_tokens.0.len(), 2);

@@ -70,10 +70,10 @@ async fn list(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct Recursive {
+pub(super) struct Recursive {
     /// The whole subtree (children, then grandchildren, ...) rather than direct children.
     #[serde(default)]
-    recursive: bool,
+    pub(super) recursive: bool,
 }
 
 /// The ids of a flow's children.

@@ -109,10 +109,10 @@ pub async fn authorize(State(guard): State<Guard>, req: Request, next: Next) -> 
         .extensions()
         .get::<MatchedPath>()
         .map_or("", |p| p.as_str());
-    let recursive = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "recursive=true"));
+    // Read as the handler reads it (percent-decoding included); a query it cannot read counts
+    // as recursive, to be safe (the handler then refuses it anyway).
+    let recursive = axum::extract::Query::<super::flows::Recursive>::try_from_uri(req.uri())
+        .map_or(true, |q| q.0.recursive);
     let access = required(
         req.method(),
         template,
@@ -169,16 +169,12 @@ pub async fn authorize(State(guard): State<Guard>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
-/// Refuses JSON bodies nested too deep or holding too many keys and elements, before any
-/// handler parses them.
+/// Refuses bodies nested too deep or holding too many keys and elements, before any handler
+/// parses them. Every body of this API is JSON, and some handlers read an optional body
+/// whatever its content type, so every non-empty body is checked.
 pub async fn json_shape(State(guard): State<Guard>, req: Request, next: Next) -> Response {
-    let is_json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        // Whatever axum's JSON extractor would take (`application/json`, `…+json`, any case).
-        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
-    if !is_json {
+    use axum::body::HttpBody;
+    if req.body().is_end_stream() {
         return next.run(req).await;
     }
     let config = guard.service.config();

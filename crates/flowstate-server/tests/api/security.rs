@@ -149,6 +149,16 @@ async fn every_route_answers_401_and_403_by_role() {
         }
         checked.insert(format!("{method} {template}"), need);
     }
+    // The recursive delete is admin however its query is spelled.
+    for query in [
+        "recursive=%74rue",
+        "recur%73ive=true",
+        "recursive=true&recursive=true",
+    ] {
+        let path = format!("/v1/flows/f1?{query}");
+        let status = call(&app, Method::DELETE, &path, Some(WRITE)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{query}");
+    }
     // Unauthorised answers carry the error format and the challenge.
     let a = app.get("/v1/flows").await;
     assert_eq!(a.body["error"]["code"], "unauthorized");
@@ -346,7 +356,16 @@ async fn a_value_tampered_in_redis_is_not_served_and_is_counted() {
         .unwrap();
     let a = app.get("/v1/flows/victim/state").await;
     assert_eq!(a.body["state"]["owner"], "victim", "{}", a.body);
-    // 4. A flow record with a forged status.
+    // 4. A short value with a forged high version, which would otherwise block re-caching.
+    let _: () = r
+        .set(&state_key, b"J99999999999999999999".as_slice())
+        .await
+        .unwrap();
+    let a = app.get("/v1/flows/victim/state").await;
+    assert_eq!(a.body["state"]["owner"], "victim", "{}", a.body);
+    let recached: Vec<u8> = r.get(&state_key).await.unwrap();
+    assert!(recached.len() > 21 && recached[0] == b'J', "re-cached");
+    // 5. A flow record with a forged status.
     let flow_key = app.key("orchestrator:flow:{victim}");
     let data: String = r.hget(&flow_key, "data").await.unwrap();
     let forged = data.replace("initializing", "completed");
@@ -354,14 +373,14 @@ async fn a_value_tampered_in_redis_is_not_served_and_is_counted() {
     let a = app.get("/v1/flows/victim").await;
     assert_eq!(a.body["status"], "initializing", "{}", a.body);
 
-    // 5. A forged tombstone on a live flow: still found.
+    // 6. A forged tombstone on a live flow: still found.
     let other_key = app.key("orchestrator:flow:{other}");
     let _: () = r.hset(&other_key, "deleted", "1").await.unwrap();
     let a = app.get("/v1/flows/other").await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
 
     let after = unverified_count(&app).await;
-    assert!(after - before >= 5.0, "counted {before} -> {after}");
+    assert!(after - before >= 6.0, "counted {before} -> {after}");
     // The ledger's answer repopulated Redis with a genuine value.
     let repaired: Vec<u8> = r.get(&state_key).await.unwrap();
     assert!(repaired[0].is_ascii_uppercase());

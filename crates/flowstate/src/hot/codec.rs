@@ -174,7 +174,13 @@ pub fn decode<T: DeserializeOwned>(
             .checked_sub(TAG_LEN)
             .filter(|&s| s >= HEADER_LEN)
         else {
-            return Err("signed value shorter than its header and tag".into());
+            // Not one flowstate wrote: with a key, unverified (so it is deleted, whatever
+            // version its header claims); without one, merely corrupt.
+            return Err(if signer.enabled() {
+                DecodeError::Unverified("signed value shorter than its header and tag")
+            } else {
+                "signed value shorter than its header and tag".into()
+            });
         };
         let (value, tag) = bytes.split_at(split);
         if !signer.verify(key, &[value], tag) {

@@ -61,6 +61,7 @@ impl Flowstate {
             incarnation: 0,
         };
         flow.incarnation = self.ledger().insert_flow(&flow).await?;
+        self.remember(&flow.flow_id, flow.incarnation, flow.sensitive);
         let registered = self.event(&flow.flow_id, FLOW_REGISTERED, registered_payload(&flow));
         let events = self.events_to_carry(vec![registered]).await;
         self.hot_write_with_events(
@@ -164,6 +165,9 @@ impl Flowstate {
 
     async fn delete_flow_now(&self, flow_id: &str, recursive: bool) -> Result<()> {
         let deleted = self.ledger().delete_flow(flow_id, recursive).await?;
+        for d in &deleted {
+            self.forget_sensitivity(&d.flow.flow_id);
+        }
         let events = deleted
             .iter()
             .map(|d| {

@@ -69,6 +69,11 @@ impl Flowstate {
             .map(|flow| self.remember(flow_id, flow.incarnation, flow.sensitive)))
     }
 
+    /// Forgets what is known of a deleted flow's sensitivity.
+    pub(super) fn forget_sensitivity(&self, flow_id: &str) {
+        self.inner.sealing.known.invalidate(flow_id);
+    }
+
     /// Records what the ledger said of a flow's sensitivity.
     pub(super) fn remember(&self, flow_id: &str, incarnation: i64, sensitive: bool) -> (i64, bool) {
         self.inner

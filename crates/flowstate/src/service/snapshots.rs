@@ -204,6 +204,7 @@ impl Flowstate {
                 .ledger()
                 .fork_snapshot(&flow_id, &snapshot_id, &child)
                 .await?;
+            this.remember(&child.flow_id, child.incarnation, child.sensitive);
             let events = vec![
                 this.event(
                     &child.flow_id,

@@ -194,15 +194,20 @@ impl EventHot for RedisHot {
             i64,
             Vec<RawEntry>,
         ),) = self.core.read_pipeline(&pipe, &[EVENT_HISTORY_SRC]).await?;
-        // An entry that does not verify is skipped (counted and logged), never served; one bad
-        // entry must not keep a subscriber from the rest.
+        // An entry that does not verify or decode is skipped (counted and logged), never
+        // served; one bad entry must not keep a subscriber from the rest.
         let events = entries
             .into_iter()
             .filter_map(|entry| match self.decode_entry(flow_id, entry) {
-                Err(HotError::Unverified { .. }) => None,
-                other => Some(other),
+                Ok(event) => Some(event),
+                Err(HotError::Corrupt { key, reason }) => {
+                    metrics::counter!("flowstate_redis_undecodable_events_total").increment(1);
+                    tracing::warn!(%key, %reason, "undecodable event entry skipped");
+                    None
+                }
+                Err(_) => None,
             })
-            .collect::<HotResult<Vec<_>>>()?;
+            .collect::<Vec<_>>();
         Ok(History {
             epoch,
             top: optional_id(&top),

@@ -781,3 +781,45 @@ async fn bad_input(backend: Backend) {
     assert!(sse.next_within(Duration::from_millis(300)).await.is_none());
 }
 all_backends!(bad_input);
+
+/// With a secret key, a forged entry (bad tag) and a broken one (no payload) written into a
+/// flow's stream are skipped on resume: the events around them still arrive, nothing stalls.
+#[tokio::test]
+async fn forged_and_broken_entries_are_skipped_on_resume() {
+    let redis = RedisServer::start().await;
+    let url = redis.url();
+    let app = spawn_app_with(Backend::RedisSqlite, |c| {
+        c.redis.url = Some(url);
+        c.security.secret_key = Some(flowstate::config::Secret(
+            "a secret key of thirty-two bytes or more".into(),
+        ));
+    })
+    .await;
+    app.register(json!({"flow_id": "g", "flow_type": "t"}))
+        .await;
+    let first = post_event(&app, "g", 0).await;
+    post_event(&app, "g", 1).await;
+    let stream = app.key("flow:events:{g}");
+    let mut r = app.redis();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg(&["t", "TICK", "p", r#"{"n":99}"#, "s", "00"][..])
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg(&["t", "TICK"][..])
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    post_event(&app, "g", 2).await;
+    let mut sse = Sse::open(&app, "g", Some(&first)).await;
+    assert_eq!(ns(&sse.take(2).await), [1, 2]);
+    assert!(
+        sse.next_within(Duration::from_millis(300)).await.is_none(),
+        "nothing forged"
+    );
+}

@@ -110,47 +110,35 @@ impl Client {
         }
     }
 
-    /// `req` with the token, if any.
-    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(token) => req.bearer_auth(token),
-            None => req,
-        }
-    }
-
     /// GETs `path` and returns its JSON, turning an API error into a readable one.
     async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .authorized(self.http.get(&url))
-            .query(query)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("{url}: not JSON"))?;
         // An unhealthy server answers its health report with 503; anything else is an error.
-        let report =
-            path.ends_with("/health") && status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
-        if !status.is_success() && !report {
-            bail!(
-                "{status}: {} ({})",
-                body["error"]["message"].as_str().unwrap_or("error"),
-                body["error"]["code"].as_str().unwrap_or("?")
-            );
-        }
-        Ok(body)
+        let report = path.ends_with("/health");
+        self.send(self.http.get(&url).query(query), &url, report)
+            .await
     }
 
     /// POSTs `body` to `path` and returns its JSON, turning an API error into a readable one.
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .authorized(self.http.post(&url))
-            .json(body)
+        self.send(self.http.post(&url).json(body), &url, false)
+            .await
+    }
+
+    /// Sends `req` (to `url`) with the token, if any, and returns its JSON; an error answer
+    /// becomes a readable error, except a 503 when `report_503` (a health report).
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+        report_503: bool,
+    ) -> anyhow::Result<Value> {
+        let req = match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach {url}"))?;
@@ -159,7 +147,8 @@ impl Client {
             .json()
             .await
             .with_context(|| format!("{url}: not JSON"))?;
-        if !status.is_success() {
+        let report = report_503 && status == reqwest::StatusCode::SERVICE_UNAVAILABLE;
+        if !status.is_success() && !report {
             bail!(
                 "{status}: {} ({})",
                 body["error"]["message"].as_str().unwrap_or("error"),

@@ -50,28 +50,27 @@ impl Signer {
         self.mac.is_some()
     }
 
-    /// The tag of `parts` stored under `key` (`None` without a secret key). Each part is
-    /// length-prefixed, so no two different part lists share an input.
-    pub fn tag(&self, key: &str, parts: &[&[u8]]) -> Option<[u8; TAG_LEN]> {
+    /// The MAC fed with `key` and `parts`, each length-prefixed so that no two different
+    /// part lists share an input (`None` without a secret key).
+    fn mac_over(&self, key: &str, parts: &[&[u8]]) -> Option<Hmac<Sha256>> {
         let mut mac = self.mac.clone()?;
         for part in std::iter::once(key.as_bytes()).chain(parts.iter().copied()) {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
-        Some(mac.finalize().into_bytes().into())
+        Some(mac)
+    }
+
+    /// The tag of `parts` stored under `key` (`None` without a secret key).
+    pub fn tag(&self, key: &str, parts: &[&[u8]]) -> Option<[u8; TAG_LEN]> {
+        Some(self.mac_over(key, parts)?.finalize().into_bytes().into())
     }
 
     /// Whether `tag` is the tag of `parts` under `key`, compared in constant time. Always true
     /// without a secret key.
     pub fn verify(&self, key: &str, parts: &[&[u8]], tag: &[u8]) -> bool {
-        let Some(mut mac) = self.mac.clone() else {
-            return true;
-        };
-        for part in std::iter::once(key.as_bytes()).chain(parts.iter().copied()) {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
-        mac.verify_slice(tag).is_ok()
+        self.mac_over(key, parts)
+            .is_none_or(|mac| mac.verify_slice(tag).is_ok())
     }
 
     /// [`Signer::tag`] as 64 hex digits, for text fields (empty without a secret key).

@@ -116,11 +116,7 @@ impl Flowstate {
         if !sensitive {
             return Ok(body);
         }
-        self.inner
-            .sealing
-            .keyring
-            .seal(&Value::Object(body))
-            .map_err(|e| Error::Internal(format!("sealing: {e}")))
+        self.seal_value(&Value::Object(body))
     }
 
     /// `value` sealed (any JSON value: an event payload).

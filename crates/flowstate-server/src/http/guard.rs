@@ -203,8 +203,13 @@ pub async fn json_shape(State(guard): State<Guard>, req: Request, next: Next) ->
 }
 
 /// Answers 503 `request_timeout` when a response's head takes longer than
-/// `limits.request_timeout_ms`.
+/// `limits.request_timeout_ms`. Backups and restores are not bounded: they take as long as
+/// the data does (100,000 keys: seconds; a large Redis over a slow link: minutes), run on to
+/// the end even if the caller hangs up, and a 503 would only tell the caller nothing.
 pub async fn timeout(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    if unbounded(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
     let limit = Duration::from_millis(guard.service.config().limits.request_timeout_ms);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
@@ -219,6 +224,15 @@ pub async fn timeout(State(guard): State<Guard>, req: Request, next: Next) -> Re
             .into_response()
         }
     }
+}
+
+/// Whether a request may take longer than the request timeout: creating a backup and
+/// restoring one (see [`timeout`]).
+fn unbounded(method: &Method, path: &str) -> bool {
+    *method == Method::POST
+        && path
+            .strip_prefix("/v1/backups")
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with("/restore"))
 }
 
 #[cfg(test)]
@@ -266,7 +280,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_slow_answer_is_503_request_timeout() {
+    async fn a_slow_answer_is_503_request_timeout_except_backups() {
         use tower::ServiceExt;
         let dir = tempfile::tempdir().unwrap();
         let mut config = flowstate::Config::default();
@@ -278,8 +292,8 @@ mod tests {
         let guard = Guard::new(Flowstate::open(config).await.unwrap());
         // A bare service under the middleware: a slow answer on /slow, a quick one elsewhere.
         let handler = tower::service_fn(|req: Request| async move {
-            if req.uri().path() == "/slow" {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+            if req.uri().path() != "/quick" {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
             }
             Ok::<_, std::convert::Infallible>(Response::new(Body::from("done")))
         });
@@ -290,11 +304,19 @@ mod tests {
         let get = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
         let quick = app.clone().oneshot(get("/quick")).await.unwrap();
         assert_eq!(quick.status(), StatusCode::OK);
-        let slow = app.oneshot(get("/slow")).await.unwrap();
+        let slow = app.clone().oneshot(get("/slow")).await.unwrap();
         assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(slow.headers()[header::RETRY_AFTER], "1");
         let body = axum::body::to_bytes(slow.into_body(), 4096).await.unwrap();
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "request_timeout");
+        // Backups and restores take as long as they take.
+        for path in ["/v1/backups", "/v1/backups/7/restore"] {
+            let post = Request::post(path).body(Body::empty()).unwrap();
+            let slow = app.clone().oneshot(post).await.unwrap();
+            assert_eq!(slow.status(), StatusCode::OK, "{path}");
+        }
+        let listing = app.oneshot(get("/v1/backups/7")).await.unwrap();
+        assert_eq!(listing.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -283,19 +283,39 @@ async fn every_type_round_trips(backend: Backend) {
     assert!(ok, "{out}");
     assert_eq!(out.trim(), "restored 8 keys from b1");
     same(&before, &capture(&mut conn, &app).await);
-    // keep = 2: a third backup leaves the newest two.
-    let third = app.post("/v1/backups", json!({"backup_id": "b3"})).await;
-    assert_eq!(third.status, StatusCode::CREATED, "{}", third.body);
-    let listed = app.get("/v1/backups").await;
-    let ids: Vec<&str> = listed.body["backups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["backup_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), 2, "{ids:?}");
-    assert_eq!(ids[0], "b3");
-    assert!(!ids.contains(&"b1"), "the oldest went: {ids:?}");
+    // keep = 2, counted per set of patterns: a third full backup leaves the newest two full
+    // ones, and partial backups (the CLI's above, then two more) never push them out.
+    let ids = |listed: &crate::helpers::Answer| {
+        let mut ids: Vec<String> = listed.body["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["backup_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    for id in ["b3", "b4"] {
+        let full = app.post("/v1/backups", json!({"backup_id": id})).await;
+        assert_eq!(full.status, StatusCode::CREATED, "{}", full.body);
+    }
+    let now = ids(&app.get("/v1/backups").await);
+    assert_eq!(now.len(), 3, "b3, b4 and the CLI's partial one: {now:?}");
+    assert!(
+        now.contains(&"b3".into()) && now.contains(&"b4".into()),
+        "the oldest full one went: {now:?}"
+    );
+    for id in ["p1", "p2"] {
+        let partial = app
+            .post(
+                "/v1/backups",
+                json!({"backup_id": id, "patterns": ["agent:results:*"]}),
+            )
+            .await;
+        assert_eq!(partial.status, StatusCode::CREATED, "{}", partial.body);
+    }
+    let now = ids(&app.get("/v1/backups").await);
+    assert_eq!(now, ["b3", "b4", "p1", "p2"]);
 }
 
 #[tokio::test]

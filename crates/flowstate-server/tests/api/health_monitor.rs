@@ -103,10 +103,23 @@ async fn alerts_reach_the_webhook_and_health() {
     assert!(series_len(&redis, &app, "connected_clients").await >= 1);
 }
 
+/// A webhook that accepts connections and never answers.
 #[tokio::test]
 async fn a_hanging_webhook_delays_nothing() {
+    checks_and_requests_go_on(hanging().await).await;
+}
+
+/// The same with a webhook nobody listens on (connection refused on every attempt).
+#[tokio::test]
+async fn a_webhook_that_is_down_delays_nothing() {
+    let port = crate::helpers::free_port();
+    checks_and_requests_go_on(format!("http://127.0.0.1:{port}/hook")).await;
+}
+
+/// With alerts posted to `webhook`, the monitor keeps checking and requests are served.
+async fn checks_and_requests_go_on(webhook: String) {
     let redis = RedisServer::start().await;
-    let app = app_on(&redis, hanging().await).await;
+    let app = app_on(&redis, webhook).await;
     // Checks go on while every post hangs: the series keeps growing.
     let mut grown = 0;
     for _ in 0..100 {

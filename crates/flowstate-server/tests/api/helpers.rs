@@ -250,7 +250,7 @@ pub struct RedisServer {
     child: Child,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .expect("free port")
         .local_addr()
@@ -304,7 +304,12 @@ impl RedisServer {
     /// A fresh (empty) redis-server on `port`, e.g. after [`RedisServer::kill`].
     pub async fn start_on(port: u16) -> RedisServer {
         let child = spawn_redis(&["--port", &port.to_string()]);
-        let server = RedisServer { port, child };
+        Self::ready(RedisServer { port, child }).await
+    }
+
+    /// Returns `server` once it answers PING.
+    async fn ready(server: RedisServer) -> RedisServer {
+        let port = server.port;
         let client = redis::Client::open(server.url()).expect("url");
         for _ in 0..100 {
             if let Ok(mut c) = client.get_multiplexed_async_connection().await
@@ -318,6 +323,23 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("private redis-server on port {port} did not come up");
+    }
+
+    /// A redis-server on `port` that keeps its data in `dir` (an append-only file synced on
+    /// every write), so a kill and a start on the same `dir` bring back everything it held.
+    pub async fn start_persistent_on(port: u16, dir: &std::path::Path) -> RedisServer {
+        let dir = dir.display().to_string();
+        let child = spawn_redis(&[
+            "--port",
+            &port.to_string(),
+            "--dir",
+            &dir,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]);
+        Self::ready(RedisServer { port, child }).await
     }
 
     pub fn url(&self) -> String {

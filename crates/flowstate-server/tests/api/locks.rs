@@ -1,6 +1,6 @@
 //! Distributed locks over HTTP: owner tokens, fencing tokens, expiry, waiting, bad input, and
 //! a shared counter guarded by the lock from two instances, also across a private
-//! redis-server killed and restarted empty mid-run.
+//! redis-server killed mid-run and restarted empty or with its data, flushed, or away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -372,6 +372,60 @@ async fn shared_counter_across_redis_restarted_empty() {
     assert!(
         after >> 32 > before >> 32,
         "a new generation after the restart: {before} -> {after}"
+    );
+}
+
+/// The same with the private redis-server killed mid-run and restarted with everything it
+/// held (an append-only file synced on every write): the restored lock keys belong to a Redis
+/// process that is gone, so the new one grants nothing before the horizon, in a new generation.
+#[tokio::test]
+async fn shared_counter_across_redis_restarted_with_its_data() {
+    let data = tempfile::tempdir().unwrap();
+    let port = crate::helpers::free_port();
+    let mut redis = RedisServer::start_persistent_on(port, data.path()).await;
+    let apps = two_instances_on(&redis, |_| {}).await;
+    let guarded = Arc::new(Guarded::default());
+    let handles = run_workers(&apps, &guarded, 60).await;
+    hold_mid_update_after(&guarded, 300).await;
+    let before = *guarded.highest_fence.lock().unwrap();
+    redis.kill();
+    let _redis = RedisServer::start_persistent_on(port, data.path()).await;
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1200);
+    let after = *guarded.highest_fence.lock().unwrap();
+    assert!(
+        after >> 32 > before >> 32,
+        "a new generation after the restart: {before} -> {after}"
+    );
+}
+
+/// The same with the private redis-server flushed (FLUSHALL, same process, same `run_id`)
+/// while a holder is inside its critical section: the lost grantor key makes it another
+/// grantor, so nothing is granted before the horizon and fencing tokens do not restart.
+#[tokio::test]
+async fn shared_counter_across_redis_flushed() {
+    let redis = RedisServer::start().await;
+    let apps = two_instances_on(&redis, |_| {}).await;
+    let guarded = Arc::new(Guarded::default());
+    let handles = run_workers(&apps, &guarded, 60).await;
+    hold_mid_update_after(&guarded, 300).await;
+    let before = *guarded.highest_fence.lock().unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1200);
+    let after = *guarded.highest_fence.lock().unwrap();
+    assert!(
+        after >> 32 > before >> 32,
+        "a new generation after the flush: {before} -> {after}"
     );
 }
 

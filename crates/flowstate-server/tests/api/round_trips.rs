@@ -209,8 +209,8 @@ async fn locks_cost_one_round_trip() {
     assert_eq!(cmds.get("evalsha"), Some(&1), "{cmds:?}");
     assert_eq!(
         cmds.get("set"),
-        Some(&2),
-        "the lock and its fencing token: {cmds:?}"
+        Some(&3),
+        "the lock, its fencing token and the grantor's SET NX (a no-op once written): {cmds:?}"
     );
 
     let (rtt, cmds) = measure(&app, async {

@@ -149,6 +149,13 @@ impl Keys {
         format!("{}orchestrator:locks:{{{name}}}", self.prefix)
     }
 
+    /// `orchestrator:locks:grantor`: a random nonce written when locks are first granted by
+    /// this Redis's data. With the process `run_id` it names the grantor, so a Redis that lost
+    /// its keys without restarting (FLUSHALL, eviction of the key) is a different grantor.
+    pub fn lock_grantor(&self) -> String {
+        format!("{}orchestrator:locks:grantor", self.prefix)
+    }
+
     /// `orchestrator:locks:{<name>}:fence`: the last fencing token granted for the name.
     pub fn lock_fence(&self, name: &str) -> String {
         format!("{}orchestrator:locks:{{{name}}}:fence", self.prefix)

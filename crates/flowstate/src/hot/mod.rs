@@ -306,11 +306,11 @@ pub enum LockAttempt {
         /// Milliseconds until the holder's lock lapses, if it does.
         retry_in_ms: Option<u64>,
     },
-    /// Redis is another process than the one the lock authority names (restarted, failed
-    /// over): nothing was done there; this is its `run_id`.
+    /// Redis is another grantor than the one the lock authority names (restarted, failed
+    /// over, lost its keys): nothing was done there; this is its grantor.
     Untrusted {
-        /// The `run_id` of the Redis process that answered.
-        run_id: String,
+        /// The grantor that answered: `<run_id>/<nonce>` (see [`LockHot::grantor`]).
+        grantor: String,
     },
     /// A later generation of the lock authority granted this name: the caller's view of the
     /// authority is stale.
@@ -318,7 +318,7 @@ pub enum LockAttempt {
 }
 
 /// Locks on Redis (`orchestrator:locks:{name}`): grant, compare-and-extend, compare-and-
-/// delete, one round trip each, each checking that Redis is still the process the lock
+/// delete, one round trip each, each checking that Redis is still the grantor the lock
 /// authority names.
 #[async_trait]
 pub trait LockHot: Send + Sync + 'static {
@@ -326,7 +326,7 @@ pub trait LockHot: Send + Sync + 'static {
     async fn acquire_lock(
         &self,
         name: &str,
-        run_id: &str,
+        grantor: &str,
         generation: u64,
         secret: &str,
         ttl_ms: u64,
@@ -337,7 +337,7 @@ pub trait LockHot: Send + Sync + 'static {
     async fn refresh_lock(
         &self,
         name: &str,
-        run_id: &str,
+        grantor: &str,
         token: &str,
         ttl_ms: u64,
     ) -> HotResult<LockAttempt>;
@@ -345,12 +345,14 @@ pub trait LockHot: Send + Sync + 'static {
     /// Releases `name` if `token` holds it (and wakes its waiters everywhere); false if not.
     async fn release_lock(&self, name: &str, token: &str) -> HotResult<bool>;
 
-    /// The `run_id` of the Redis process that answers (what a first grantor is named by).
-    async fn run_id(&self) -> HotResult<String>;
+    /// The grantor that answers: Redis's `run_id` and the nonce in `orchestrator:locks:grantor`
+    /// (written if missing), as `<run_id>/<nonce>`. A restart, a failover or lost keys make
+    /// another grantor.
+    async fn grantor(&self) -> HotResult<String>;
 
     /// Copies the ledger's live leases into Redis under their owner tokens, each for at
     /// least its remaining time (from `ledger_now_ms`) and its fencing token as the name's
-    /// last unless a later one is there, in one round trip per batch. Returns the `run_id`
+    /// last unless a later one is there, in one round trip per batch. Returns the grantor
     /// of the process that holds them all (an error if it changed midway).
     async fn mirror_locks(&self, leases: &[LiveLease], ledger_now_ms: i64) -> HotResult<String>;
 }

@@ -152,9 +152,9 @@ pub struct LockAuthority {
     pub generation: u64,
     /// Who grants.
     pub mode: LockMode,
-    /// The Redis process (its `run_id`) that grants in [`LockMode::Redis`]; otherwise the
-    /// last one that did, if any.
-    pub run_id: Option<String>,
+    /// The Redis grantor (`<run_id>/<nonce>`, kept in the `run_id` column) that grants in
+    /// [`LockMode::Redis`]; otherwise the last one that did, if any.
+    pub grantor: Option<String>,
     /// Nothing is granted before this (ledger-clock ms since the epoch): an earlier grantor's
     /// locks may live until then.
     pub grant_from_ms: i64,
@@ -172,21 +172,21 @@ pub enum AuthorityChange {
     /// horizon on), or a hand-over back to Redis is abandoned (by its drainer, or by anyone
     /// once its deadline has passed).
     ToLedger,
-    /// The Redis process `run_id` grants: the first grantor, or the one before lost its locks
+    /// The Redis grantor `grantor` grants: the first grantor, or the one before lost its locks
     /// (restarted empty, failed over; from the horizon on).
     ToRedis {
         /// The process.
-        run_id: String,
+        grantor: String,
     },
     /// Starts handing the live leases to Redis (after the ledger's own start).
     Drain {
         /// How long the hand-over may take before another instance may abandon it.
         deadline_ms: u64,
     },
-    /// Ends a hand-over: the Redis process `run_id`, which now holds every live lease, grants.
+    /// Ends a hand-over: the Redis grantor `grantor`, which now holds every live lease, grants.
     Return {
         /// The process the leases were copied to.
-        run_id: String,
+        grantor: String,
         /// When the last copied lease lapses (ledger clock).
         until_ms: i64,
     },
@@ -226,10 +226,10 @@ impl LockAuthority {
             return None;
         }
         let fresh = self.generation == 0;
-        let next = |mode, run_id: Option<String>, grant_from_ms, horizon_ms| LockAuthority {
+        let next = |mode, grantor: Option<String>, grant_from_ms, horizon_ms| LockAuthority {
             generation: self.generation + 1,
             mode,
-            run_id,
+            grantor,
             grant_from_ms,
             horizon_ms,
             now_ms,
@@ -246,15 +246,15 @@ impl LockAuthority {
                     LockMode::Draining => now_ms,
                     LockMode::Ledger => return None,
                 };
-                Some(next(LockMode::Ledger, self.run_id.clone(), from, 0))
+                Some(next(LockMode::Ledger, self.grantor.clone(), from, 0))
             }
-            AuthorityChange::ToRedis { run_id } => {
+            AuthorityChange::ToRedis { grantor } => {
                 let from = match self.mode {
                     _ if fresh => now_ms,
-                    LockMode::Redis if self.run_id.as_deref() != Some(run_id) => after_redis,
+                    LockMode::Redis if self.grantor.as_deref() != Some(grantor) => after_redis,
                     _ => return None,
                 };
-                Some(next(LockMode::Redis, Some(run_id.clone()), from, from))
+                Some(next(LockMode::Redis, Some(grantor.clone()), from, from))
             }
             AuthorityChange::Drain { deadline_ms } => {
                 let allowed =
@@ -262,18 +262,17 @@ impl LockAuthority {
                 allowed.then(|| {
                     next(
                         LockMode::Draining,
-                        self.run_id.clone(),
+                        self.grantor.clone(),
                         self.grant_from_ms,
                         now_ms.saturating_add(ms(*deadline_ms)),
                     )
                 })
             }
-            AuthorityChange::Return { run_id, until_ms } => {
-                (self.mode == LockMode::Draining).then(|| {
+            AuthorityChange::Return { grantor, until_ms } => (self.mode == LockMode::Draining)
+                .then(|| {
                     let horizon = (*until_ms).max(now_ms.saturating_add(ms(timing.step_ms)));
-                    next(LockMode::Redis, Some(run_id.clone()), now_ms, horizon)
-                })
-            }
+                    next(LockMode::Redis, Some(grantor.clone()), now_ms, horizon)
+                }),
             AuthorityChange::Extend { need_ms } => (self.mode == LockMode::Redis).then(|| {
                 let horizon = self.horizon_ms.max(
                     now_ms
@@ -371,20 +370,20 @@ mod tests {
         margin_ms: 10,
     };
 
-    fn row(generation: u64, mode: LockMode, run_id: Option<&str>) -> LockAuthority {
+    fn row(generation: u64, mode: LockMode, grantor: Option<&str>) -> LockAuthority {
         LockAuthority {
             generation,
             mode,
-            run_id: run_id.map(str::to_string),
+            grantor: grantor.map(str::to_string),
             grant_from_ms: 0,
             horizon_ms: 5_000,
             now_ms: 0,
         }
     }
 
-    fn redis(run_id: &str) -> AuthorityChange {
+    fn redis(grantor: &str) -> AuthorityChange {
         AuthorityChange::ToRedis {
-            run_id: run_id.into(),
+            grantor: grantor.into(),
         }
     }
 
@@ -415,7 +414,7 @@ mod tests {
         assert_eq!(ledger.generation, 4);
         assert_eq!(ledger.grant_from_ms, 5_010, "horizon + margin");
         assert_eq!(
-            ledger.run_id.as_deref(),
+            ledger.grantor.as_deref(),
             Some("r1"),
             "the last Redis is remembered"
         );
@@ -476,7 +475,7 @@ mod tests {
             (5, LockMode::Draining, 6_050)
         );
         let back = AuthorityChange::Return {
-            run_id: "r2".into(),
+            grantor: "r2".into(),
             until_ms: 9_000,
         };
         let returned = draining.after(5, &back, 6_010, TIMING).unwrap();

@@ -1,13 +1,14 @@
 //! Distributed locks: acquire (waiting up to `wait_ms`), refresh and release with an owner
 //! token, and fencing tokens that never go back.
 //!
-//! Who grants is the lock authority recorded in the ledger: the Redis process it names (its
-//! `run_id`), or the ledger's leases (embedded, so that processes sharing one SQLite file
+//! Who grants is the lock authority recorded in the ledger: the Redis grantor it names (the
+//! process's `run_id` and a nonce Redis keeps, so a flushed Redis is another grantor too), or
+//! the ledger's leases (embedded, so that processes sharing one SQLite file
 //! exclude each other; and while Redis is unreachable). Every change of grantor starts a new
 //! fencing generation, whose tokens are above every earlier one. What makes a change safe is
 //! the **horizon**: Redis grants and refreshes only locks that lapse before it, and an instance
 //! extends it in the ledger ahead of need (about once per `locks.horizon_step_ms`), so when
-//! Redis is lost (unreachable for `locks.fallback_after_ms`, or restarted empty, or failed
+//! Redis is lost (unreachable for `locks.fallback_after_ms`, restarted, flushed, or failed
 //! over to a lagging replica) the next grantor starts as soon as the horizon has passed, not
 //! after the longest TTL allowed. Returning to Redis drains: the ledger stops serving leases,
 //! its live leases are copied into Redis under their tokens, then Redis grants again.
@@ -234,9 +235,9 @@ impl Flowstate {
             let generation = view.authority.generation;
             if generation == 0 {
                 // The first grantor: this Redis.
-                match self.redis_call(locks.run_id()).await {
-                    Ok(run_id) => {
-                        self.change_authority(0, AuthorityChange::ToRedis { run_id })
+                match self.redis_call(locks.grantor()).await {
+                    Ok(grantor) => {
+                        self.change_authority(0, AuthorityChange::ToRedis { grantor })
                             .await?;
                     }
                     Err(e) => self.redis_failed(0, e).await?,
@@ -299,17 +300,17 @@ impl Flowstate {
             self.extend_horizon(generation, ttl_ms).await?;
             return Ok(Step::Again);
         }
-        let run_id = view.authority.run_id.as_deref().unwrap_or("");
+        let grantor = view.authority.grantor.as_deref().unwrap_or("");
         let attempt = self
-            .redis_call(locks.acquire_lock(name, run_id, generation, secret, ttl_ms))
+            .redis_call(locks.acquire_lock(name, grantor, generation, secret, ttl_ms))
             .await;
         match attempt {
             Ok(LockAttempt::Granted { fence }) => Ok(Step::Done(Ok(fence))),
             Ok(LockAttempt::Held { retry_in_ms }) => {
                 Ok(Step::Done(Err(retry_in_ms.map(Duration::from_millis))))
             }
-            Ok(LockAttempt::Untrusted { run_id }) => {
-                self.change_authority(generation, AuthorityChange::ToRedis { run_id })
+            Ok(LockAttempt::Untrusted { grantor }) => {
+                self.change_authority(generation, AuthorityChange::ToRedis { grantor })
                     .await?;
                 Ok(Step::Again)
             }
@@ -340,15 +341,15 @@ impl Flowstate {
                         self.extend_horizon(generation, ttl_ms).await?;
                         continue;
                     }
-                    let run_id = view.authority.run_id.as_deref().unwrap_or("");
+                    let grantor = view.authority.grantor.as_deref().unwrap_or("");
                     let attempt = self
-                        .redis_call(locks.refresh_lock(name, run_id, &token.to_string(), ttl_ms))
+                        .redis_call(locks.refresh_lock(name, grantor, &token.to_string(), ttl_ms))
                         .await;
                     return match attempt {
                         Ok(LockAttempt::Granted { .. }) => Ok(true),
-                        Ok(LockAttempt::Untrusted { run_id }) => {
+                        Ok(LockAttempt::Untrusted { grantor }) => {
                             // The lock lived on a Redis that is gone: it is not held any more.
-                            self.change_authority(generation, AuthorityChange::ToRedis { run_id })
+                            self.change_authority(generation, AuthorityChange::ToRedis { grantor })
                                 .await?;
                             Ok(false)
                         }
@@ -488,18 +489,18 @@ impl Flowstate {
                 .map(|l| l.expires_at_ms)
                 .max()
                 .unwrap_or(now_ms);
-            let run_id = locks
+            let grantor = locks
                 .mirror_locks(&leases, now_ms)
                 .await
                 .map_err(unavailable)?;
-            Ok::<_, Error>((run_id, until_ms, leases.len()))
+            Ok::<_, Error>((grantor, until_ms, leases.len()))
         }
         .await;
         let generation = draining.authority.generation;
         match copied {
-            Ok((run_id, until_ms, leases)) => {
+            Ok((grantor, until_ms, leases)) => {
                 let (_, returned) = self
-                    .change_authority(generation, AuthorityChange::Return { run_id, until_ms })
+                    .change_authority(generation, AuthorityChange::Return { grantor, until_ms })
                     .await?;
                 if returned {
                     tracing::info!(leases, "locks returned to Redis");
@@ -586,7 +587,7 @@ impl Flowstate {
                 tracing::warn!(
                     generation = authority.generation,
                     mode = authority.mode.as_str(),
-                    run_id = authority.run_id.as_deref().unwrap_or(""),
+                    grantor = authority.grantor.as_deref().unwrap_or(""),
                     wait_ms,
                     "lock authority moved (nothing is granted for wait_ms: the earlier grantor's locks may still be held)"
                 );

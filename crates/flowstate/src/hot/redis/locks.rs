@@ -1,8 +1,9 @@
 //! Locks on Redis: `orchestrator:locks:{name}` holds the owner token with the lock's TTL and
 //! `…:fence` the name's last fencing token; `scripts/lock_acquire.lua`, `lock_refresh.lua` and
-//! `lock_release.lua` are one round trip each. Acquire and refresh first check Redis's
-//! `run_id` against the lock authority's, so a Redis that lost its data (restarted, failed
-//! over to a lagging replica) grants nothing until the service has moved the authority to it.
+//! `lock_release.lua` are one round trip each. Acquire and refresh first check the grantor
+//! (Redis's `run_id` and the nonce in `orchestrator:locks:grantor`) against the lock
+//! authority's, so a Redis that lost its data (restarted, failed over to a lagging replica,
+//! flushed) grants nothing until the service has moved the authority to it.
 //! A release publishes on the lock's key, which wakes its waiters on every instance through
 //! the instance's one subscription (`subscriber.rs`).
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use super::{RedisHot, reply_int};
 use crate::hot::fanout::LockWatch;
 use crate::hot::{HotError, HotResult, LockAttempt, LockHot, LockWaitHot};
-use crate::model::locks::LiveLease;
+use crate::model::locks::{LiveLease, LockToken};
 
 const LOCK_ACQUIRE_SRC: &str = include_str!("scripts/lock_acquire.lua");
 const LOCK_REFRESH_SRC: &str = include_str!("scripts/lock_refresh.lua");
@@ -52,11 +53,11 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// `{-1, run_id}`, as both scripts answer for another Redis process.
+/// `{-1, grantor}`, as both scripts answer for another grantor.
 fn untrusted(items: &[Value]) -> Option<LockAttempt> {
     match items {
         [code, run] if reply_int(code) == Some(-1) => Some(LockAttempt::Untrusted {
-            run_id: text(run).unwrap_or_default(),
+            grantor: text(run).unwrap_or_default(),
         }),
         _ => None,
     }
@@ -67,7 +68,7 @@ impl LockHot for RedisHot {
     async fn acquire_lock(
         &self,
         name: &str,
-        run_id: &str,
+        grantor: &str,
         generation: u64,
         secret: &str,
         ttl_ms: u64,
@@ -75,10 +76,11 @@ impl LockHot for RedisHot {
         let mut pipe = ::redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(LOCK_ACQUIRE.get_hash())
-            .arg(2)
+            .arg(3)
             .arg(self.keys.lock(name))
             .arg(self.keys.lock_fence(name))
-            .arg(run_id)
+            .arg(self.keys.lock_grantor())
+            .arg(grantor)
             .arg(generation)
             .arg(secret)
             .arg(ttl_ms);
@@ -107,18 +109,21 @@ impl LockHot for RedisHot {
     async fn refresh_lock(
         &self,
         name: &str,
-        run_id: &str,
+        grantor: &str,
         token: &str,
         ttl_ms: u64,
     ) -> HotResult<LockAttempt> {
         let mut pipe = ::redis::pipe();
         pipe.cmd("EVALSHA")
             .arg(LOCK_REFRESH.get_hash())
-            .arg(1)
+            .arg(2)
             .arg(self.keys.lock(name))
-            .arg(run_id)
+            .arg(self.keys.lock_grantor())
+            .arg(grantor)
             .arg(token)
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            // Fresh, so that the key's next loss is noticed even if this token is reused.
+            .arg(LockToken::new_secret());
         let (reply,): (Value,) = self.core.read_pipeline(&pipe, &[LOCK_REFRESH_SRC]).await?;
         if let Value::Array(items) = &reply
             && let Some(attempt) = untrusted(items)
@@ -143,13 +148,22 @@ impl LockHot for RedisHot {
         Ok(released == 1)
     }
 
-    async fn run_id(&self) -> HotResult<String> {
+    async fn grantor(&self) -> HotResult<String> {
+        let key = self.keys.lock_grantor();
         let mut pipe = ::redis::pipe();
-        pipe.cmd("INFO").arg("server");
-        let (info,): (String,) = self.core.read_pipeline(&pipe, &[]).await?;
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(LockToken::new_secret())
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .cmd("INFO")
+            .arg("server");
+        let (nonce, info): (String, String) = self.core.read_pipeline(&pipe, &[]).await?;
         info.lines()
             .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|r| r.trim().to_string())
+            .map(|r| format!("{}/{nonce}", r.trim()))
             .ok_or_else(|| HotError::Corrupt {
                 key: "INFO server".into(),
                 reason: "no run_id".into(),
@@ -157,23 +171,26 @@ impl LockHot for RedisHot {
     }
 
     async fn mirror_locks(&self, leases: &[LiveLease], ledger_now_ms: i64) -> HotResult<String> {
-        let mut run_id: Option<String> = None;
+        let mut grantor: Option<String> = None;
+        let nonce = LockToken::new_secret();
         for batch in leases.chunks(MIRROR_BATCH) {
             let mut pipe = ::redis::pipe();
             for lease in batch {
                 let ttl_ms = (lease.expires_at_ms - ledger_now_ms).max(1);
                 pipe.cmd("EVALSHA")
                     .arg(LOCK_MIRROR.get_hash())
-                    .arg(2)
+                    .arg(3)
                     .arg(self.keys.lock(&lease.name))
                     .arg(self.keys.lock_fence(&lease.name))
+                    .arg(self.keys.lock_grantor())
                     .arg(lease.token.to_string())
                     .arg(ttl_ms)
-                    .arg(lease.token.fence);
+                    .arg(lease.token.fence)
+                    .arg(&nonce);
             }
             let runs: Vec<String> = self.core.read_pipeline(&pipe, &[LOCK_MIRROR_SRC]).await?;
             for run in runs {
-                match &run_id {
+                match &grantor {
                     Some(first) if *first != run => {
                         return Err(HotError::Corrupt {
                             key: self.keys.lock(&batch[0].name),
@@ -183,13 +200,13 @@ impl LockHot for RedisHot {
                         });
                     }
                     Some(_) => {}
-                    None => run_id = Some(run),
+                    None => grantor = Some(run),
                 }
             }
         }
-        match run_id {
+        match grantor {
             Some(run) => Ok(run),
-            None => self.run_id().await,
+            None => self.grantor().await,
         }
     }
 }

@@ -42,7 +42,7 @@ async fn read_authority(
              FROM lock_authority WHERE id = 1 FOR UPDATE"
         }
     };
-    let (generation, mode, run_id, grant_from_ms, horizon_ms, now_ms): (
+    let (generation, mode, grantor, grant_from_ms, horizon_ms, now_ms): (
         i64,
         String,
         Option<String>,
@@ -51,7 +51,7 @@ async fn read_authority(
         i64,
     ) = sqlx::query_as(sql).fetch_one(&mut **tx).await?;
     Ok(authority(
-        (generation, mode, run_id, grant_from_ms, horizon_ms),
+        (generation, mode, grantor, grant_from_ms, horizon_ms),
         now_ms,
     ))
 }
@@ -80,7 +80,7 @@ impl LockLedger for PostgresLedger {
         sqlx::query(WRITE_AUTHORITY)
             .bind(i64::try_from(next.generation).unwrap_or(i64::MAX))
             .bind(next.mode.as_str())
-            .bind(next.run_id.as_deref())
+            .bind(next.grantor.as_deref())
             .bind(next.grant_from_ms)
             .bind(next.horizon_ms)
             .execute(&mut *tx)

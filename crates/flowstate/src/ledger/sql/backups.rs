@@ -21,14 +21,16 @@ pub(in crate::ledger) const COUNT: &str =
 pub(in crate::ledger) const FINISH: &str =
     "UPDATE backups SET status = $1, error = $2, finished_at = $3 WHERE backup_id = $4";
 
-/// The backups a prune keeps none of ($1 keep): all but the newest `keep` complete ones, and
-/// failed ones older than the oldest of those; never one that is running.
+/// The backups a prune keeps none of ($1 keep): all but the newest `keep` complete ones of
+/// each set of patterns (so partial backups taken by hand never push out the scheduled full
+/// ones), and failed ones older than the oldest of all those kept; never one that is running.
 pub(in crate::ledger) const PRUNE: &str = "DELETE FROM backups WHERE status <> 'running' \
-     AND backup_id NOT IN \
-     (SELECT backup_id FROM backups WHERE status = 'complete' ORDER BY created_at DESC LIMIT $1) \
+     AND backup_id NOT IN (SELECT backup_id FROM (SELECT backup_id, ROW_NUMBER() OVER \
+     (PARTITION BY patterns ORDER BY created_at DESC) AS n FROM backups \
+     WHERE status = 'complete') ranked WHERE n <= $1) \
      AND (status = 'complete' OR created_at < COALESCE((SELECT min(created_at) FROM \
-     (SELECT created_at FROM backups WHERE status = 'complete' ORDER BY created_at DESC \
-     LIMIT $1) kept), created_at))";
+     (SELECT created_at, ROW_NUMBER() OVER (PARTITION BY patterns ORDER BY created_at DESC) \
+     AS n FROM backups WHERE status = 'complete') kept WHERE n <= $1), created_at))";
 
 /// A `backups` row.
 #[derive(sqlx::FromRow)]

@@ -11,11 +11,11 @@ pub(in crate::ledger) type AuthorityRow = (i64, String, Option<String>, i64, i64
 
 /// The authority row with the ledger's clock.
 pub(in crate::ledger) fn authority(row: AuthorityRow, now_ms: i64) -> LockAuthority {
-    let (generation, mode, run_id, grant_from_ms, horizon_ms) = row;
+    let (generation, mode, grantor, grant_from_ms, horizon_ms) = row;
     LockAuthority {
         generation: u64::try_from(generation).unwrap_or_default(),
         mode: LockMode::parse(&mode),
-        run_id,
+        grantor,
         grant_from_ms,
         horizon_ms,
         now_ms,

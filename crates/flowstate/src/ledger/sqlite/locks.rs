@@ -60,7 +60,7 @@ impl LockLedger for SqliteLedger {
                     params![
                         i64::try_from(next.generation).unwrap_or(i64::MAX),
                         next.mode.as_str(),
-                        next.run_id,
+                        next.grantor,
                         next.grant_from_ms,
                         next.horizon_ms
                     ],

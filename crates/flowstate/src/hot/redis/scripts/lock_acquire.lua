@@ -1,17 +1,22 @@
--- Grants a lock unless it is held, on the Redis process the lock authority names only (its
--- run_id): a Redis that restarted, empty or from an old snapshot, or a promoted replica that
--- lags, is another process, and granting there could hand out a lock someone still holds or a
--- fencing token already given. The fencing token is the later of the name's last one + 1 and
--- the first of the authority's generation (generation * 2^32 + 1).
+-- Grants a lock unless it is held, on the grantor the lock authority names only: Redis's
+-- run_id and the nonce in the grantor key. A Redis that restarted, empty or from an old
+-- snapshot, a promoted replica that lags, or one that lost its keys without restarting
+-- (FLUSHALL, an evicted key) is another grantor, and granting there could hand out a lock
+-- someone still holds or a fencing token already given. A missing grantor key is written
+-- with this attempt's secret as the new nonce, so the answer names the grantor that will be.
+-- The fencing token is the later of the name's last one + 1 and the first of the
+-- authority's generation (generation * 2^32 + 1).
 -- The last fencing token is kept without expiry: were it to lapse, the name's next token would
 -- start again at the generation's first.
--- KEYS[1] lock, KEYS[2] the name's last fencing token (same hash tag)
--- ARGV: run_id, generation, secret, ttl ms
--- {1, fence} granted | {0, pttl} held | {-1, run_id} another Redis process | {-2} a later
+-- KEYS[1] lock, KEYS[2] the name's last fencing token (same hash tag), KEYS[3] grantor
+-- ARGV: grantor, generation, secret, ttl ms
+-- {1, fence} granted | {0, pttl} held | {-1, grantor} another grantor | {-2} a later
 -- generation granted this name (the caller's view of the authority is stale)
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-if run ~= ARGV[1] then
-  return {-1, run}
+redis.call('SET', KEYS[3], ARGV[3], 'NX')
+local grantor = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') .. '/' ..
+  redis.call('GET', KEYS[3])
+if grantor ~= ARGV[1] then
+  return {-1, grantor}
 end
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl ~= -2 then

@@ -13,7 +13,7 @@ export CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true CREWAI_TRACING_ENABL
 
 VENV="${PYCLIENT_VENV:-$HOME/.cache/flowstate-tools/py}"
 TOOLS=(hatchling "httpx>=0.27,<1" "httpx-sse>=0.4,<1" "typing_extensions>=4.6" pytest ruff mypy
-  "langgraph>=1.0" "langgraph-checkpoint>=4.0,<5" "langgraph-checkpoint-conformance>=0.0.2"
+  "langgraph>=1.0" "langgraph-checkpoint>=4.0,<5" "langgraph-checkpoint-conformance==0.0.2"
   "crewai>=1.15,<2")
 if ! "$VENV/bin/python" -c "import hatchling, httpx, httpx_sse, pytest, mypy, langgraph.checkpoint.conformance, crewai.flow" 2>/dev/null \
   || ! [ -x "$VENV/bin/ruff" ]; then

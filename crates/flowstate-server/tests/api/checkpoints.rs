@@ -136,6 +136,53 @@ async fn lineage_writes_search_copy_prune(backend: Backend) {
 }
 all_backends!(lineage_writes_search_copy_prune);
 
+/// A thread is a flow: its first checkpoint registers one (listed and watched like any),
+/// a copy registers the target's; deleting the thread deletes its flow and deleting the flow
+/// deletes the thread; a flow of another type under the same id is the caller's and stays.
+async fn a_thread_is_a_flow(backend: Backend) {
+    let app = spawn_app(backend).await;
+    put(&app, "lt", "c1", checkpoint("", None, "r1", 0)).await;
+    put(&app, "lt", "c2", checkpoint("", Some("c1"), "r1", 1)).await;
+    let flow = app.get("/v1/flows/lt").await;
+    assert_eq!(flow.status, StatusCode::OK, "{}", flow.body);
+    assert_eq!(flow.body["flow_type"], "langgraph.thread");
+    let listed = app.get("/v1/flows?flow_type=langgraph.thread").await;
+    assert_eq!(
+        listed.body["flows"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+
+    let a = app
+        .post("/v1/threads/lt/copy", json!({"target_thread_id": "lt2"}))
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_eq!(app.get("/v1/flows/lt2").await.status, StatusCode::OK);
+
+    let a = app.delete("/v1/threads/lt").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_eq!(app.get("/v1/flows/lt").await.status, StatusCode::NOT_FOUND);
+    // Registered again by its next first checkpoint.
+    put(&app, "lt", "c9", checkpoint("", None, "r9", 0)).await;
+    assert_eq!(app.get("/v1/flows/lt").await.status, StatusCode::OK);
+
+    let a = app.delete("/v1/flows/lt2").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert!(search(&app, json!({"thread_id": "lt2"})).await.is_empty());
+
+    let own = app
+        .post("/v1/flows", json!({"flow_id": "own", "flow_type": "crew"}))
+        .await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.body);
+    put(&app, "own", "c1", checkpoint("", None, "r1", 0)).await;
+    let a = app.delete("/v1/threads/own").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let kept = app.get("/v1/flows/own").await;
+    assert_eq!(kept.body["flow_type"], "crew", "{}", kept.body);
+}
+all_backends!(a_thread_is_a_flow);
+
 async fn bad_input(backend: Backend) {
     let app = spawn_app(backend).await;
     let cases = [

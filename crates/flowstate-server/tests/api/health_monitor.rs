@@ -1,6 +1,7 @@
 //! The health monitor with thresholds set low, against a private redis-server: alerts reach a
 //! webhook receiver in the test and `/v1/health`, series land in `metrics:redis:*`, and a
-//! webhook that hangs holds up neither the checks nor requests.
+//! webhook that hangs or is down holds up neither the checks nor requests; the embedded tier
+//! reports its own figures.
 
 use std::time::Duration;
 
@@ -189,4 +190,37 @@ async fn a_tiny_budget_alerts_at_80_pct() {
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+}
+
+/// With the in-process tier the monitor reports that tier's own figures: its cached entries
+/// and the bytes of its cached agent results.
+#[tokio::test]
+async fn the_embedded_tier_reports_its_entries_and_memory() {
+    let app = spawn_app_with(Backend::Embedded, |c| c.health.interval_s = 1).await;
+    let a = app
+        .post("/v1/flows", json!({"flow_id": "f", "flow_type": "t"}))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let a = app
+        .send(
+            app.http
+                .put(app.url("/v1/agent-cache/writer"))
+                .json(&json!({"input": {"q": "x"}, "output": {"text": "y".repeat(1000)}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let mut monitor = Value::Null;
+    for _ in 0..50 {
+        monitor = app.get("/v1/health").await.body["monitor"].clone();
+        if monitor["keys"].as_u64() >= Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(monitor["backend"], "memory", "{monitor}");
+    assert!(monitor["keys"].as_u64() >= Some(2), "{monitor}");
+    assert!(
+        monitor["used_memory"].as_u64() >= Some(1000),
+        "the cached result's bytes: {monitor}"
+    );
 }

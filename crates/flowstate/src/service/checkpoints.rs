@@ -3,6 +3,15 @@
 //! `limit` and metadata filters, delete a thread or runs, copy a thread, prune), kept in the
 //! ledger until deleted or pruned, as LangGraph expects. They are durable state, read back on
 //! resume, not a cache: the hot tier is not involved.
+//!
+//! A thread is a flow: its first checkpoint (or a copy to it) registers a flow of the same id
+//! and type [`THREAD_FLOW_TYPE`] unless one exists, so threads are listed, watched (events)
+//! and locked like any flow; deleting the thread deletes that flow, and deleting that flow
+//! deletes the thread. A flow of another type with the thread's id is left as it is. Which threads are known
+//! to be registered is remembered for a minute, so a thread costs one registration per
+//! instance, not one per checkpoint.
+
+use std::time::Duration;
 
 use super::Flowstate;
 use crate::error::{Error, Result};
@@ -10,7 +19,25 @@ use crate::model::checkpoints::{
     CheckpointSearch, CheckpointTuple, MAX_LIST, MAX_WRITES, PruneStrategy, PutCheckpoint,
     PutWrites, validate_text,
 };
-use crate::model::{ids, now};
+use crate::model::{NewFlow, ids, now};
+
+/// The flow type of a flow registered for a LangGraph thread.
+pub const THREAD_FLOW_TYPE: &str = "langgraph.thread";
+
+/// Threads this instance registered as flows or found registered, for a minute (another
+/// instance may delete one meanwhile; after a minute it is looked at again).
+pub(super) struct KnownThreads(moka::sync::Cache<String, ()>);
+
+impl Default for KnownThreads {
+    fn default() -> Self {
+        KnownThreads(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
+        )
+    }
+}
 
 impl Flowstate {
     /// Stores a checkpoint of `thread_id`, replacing one of the same id.
@@ -33,11 +60,37 @@ impl Flowstate {
             checkpoint_id.to_string(),
         );
         self.detached(async move {
+            this.thread_is_a_flow(&thread_id).await?;
             this.ledger()
                 .put_checkpoint(&thread_id, &checkpoint_id, &put, now())
                 .await
         })
         .await
+    }
+
+    /// Forgets that `thread_id` is registered (its flow was deleted).
+    pub(super) fn forget_thread(&self, thread_id: &str) {
+        self.inner.threads.0.invalidate(thread_id);
+    }
+
+    /// Registers `thread_id` as a flow unless it is known to be one.
+    async fn thread_is_a_flow(&self, thread_id: &str) -> Result<()> {
+        let known = &self.inner.threads.0;
+        if known.contains_key(thread_id) {
+            return Ok(());
+        }
+        let new = NewFlow {
+            flow_id: Some(thread_id.to_string()),
+            flow_type: THREAD_FLOW_TYPE.to_string(),
+            ..NewFlow::default()
+        };
+        match self.register_flow_now(new).await {
+            Ok(_) | Err(Error::FlowExists(_)) => {
+                known.insert(thread_id.to_string(), ());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Stores a task's pending writes on a checkpoint.
@@ -124,12 +177,28 @@ impl Flowstate {
         self.ledger().list_checkpoints(&search).await
     }
 
-    /// Deletes a thread's checkpoints and writes (nothing to delete is fine).
+    /// Deletes a thread's checkpoints and writes, and its flow if it is a thread's (nothing to
+    /// delete is fine; a flow with children stays, with a warning: the checkpoints are gone).
     pub async fn delete_checkpoint_thread(&self, thread_id: &str) -> Result<()> {
         ids::validate("thread_id", thread_id)?;
         let (this, thread_id) = (self.clone(), thread_id.to_string());
-        self.detached(async move { this.ledger().delete_thread(&thread_id).await })
-            .await
+        self.detached(async move {
+            this.ledger().delete_thread(&thread_id).await?;
+            this.forget_thread(&thread_id);
+            let flow = this.ledger().get_flow(&thread_id).await?;
+            if flow.is_none_or(|f| f.flow_type != THREAD_FLOW_TYPE) {
+                return Ok(());
+            }
+            match this.delete_flow_now(&thread_id, false).await {
+                Ok(()) | Err(Error::FlowNotFound(_)) => Ok(()),
+                Err(Error::HasChildren(_)) => {
+                    tracing::warn!(thread_id, "thread deleted; its flow has children and stays");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     /// Deletes the checkpoints (and writes) of these runs.
@@ -147,8 +216,11 @@ impl Flowstate {
         ids::validate("thread_id", from)?;
         ids::validate("target_thread_id", to)?;
         let (this, from, to) = (self.clone(), from.to_string(), to.to_string());
-        self.detached(async move { this.ledger().copy_thread(&from, &to).await })
-            .await
+        self.detached(async move {
+            this.thread_is_a_flow(&to).await?;
+            this.ledger().copy_thread(&from, &to).await
+        })
+        .await
     }
 
     /// Prunes threads: keeps each namespace's newest checkpoint, or nothing.

@@ -25,7 +25,7 @@ impl Flowstate {
             .await
     }
 
-    async fn register_flow_now(&self, new: NewFlow) -> Result<Flow> {
+    pub(super) async fn register_flow_now(&self, new: NewFlow) -> Result<Flow> {
         let flow_id = match new.flow_id {
             Some(id) => {
                 ids::validate("flow_id", &id)?;
@@ -163,10 +163,15 @@ impl Flowstate {
             .await
     }
 
-    async fn delete_flow_now(&self, flow_id: &str, recursive: bool) -> Result<()> {
+    pub(super) async fn delete_flow_now(&self, flow_id: &str, recursive: bool) -> Result<()> {
         let deleted = self.ledger().delete_flow(flow_id, recursive).await?;
         for d in &deleted {
             self.forget_sensitivity(&d.flow.flow_id);
+            // A LangGraph thread's flow: the thread goes with it.
+            if d.flow.flow_type == super::checkpoints::THREAD_FLOW_TYPE {
+                self.forget_thread(&d.flow.flow_id);
+                self.ledger().delete_thread(&d.flow.flow_id).await?;
+            }
         }
         let events = deleted
             .iter()

@@ -80,6 +80,8 @@ struct Inner {
     sealing: sealing::Sealing,
     /// The API tokens the server accepts.
     tokens: TokenSet,
+    /// LangGraph threads known to be registered as flows.
+    threads: checkpoints::KnownThreads,
 }
 
 /// Locks `m`, also after a panic in another holder: the service's mutexes only ever hold
@@ -157,6 +159,7 @@ impl Flowstate {
                 audit_failures: audit::FailureBudget::default(),
                 sealing: sealing::Sealing::new(keyring),
                 tokens,
+                threads: checkpoints::KnownThreads::default(),
             }),
         };
         if let Err(e) = service.hot().prepare().await {

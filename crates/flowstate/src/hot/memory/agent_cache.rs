@@ -66,8 +66,9 @@ pub(super) struct AgentResults {
 }
 
 impl AgentResults {
-    /// Entries cached.
+    /// Entries cached (after the cache's pending bookkeeping: its counts lag writes).
     pub(super) fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
         self.entries.entry_count()
     }
 

@@ -209,6 +209,11 @@ impl MemoryHot {
     /// Cached entries, and the bytes of the cached agent results (the one cache bounded by
     /// size; the others are bounded by count).
     fn footprint(&self) -> (u64, u64) {
+        // moka counts lag writes until its pending bookkeeping runs: run it first (once a
+        // health check, not on any request path).
+        self.flows.run_pending_tasks();
+        self.documents.run_pending_tasks();
+        self.snapshots.run_pending_tasks();
         let entries = self.flows.entry_count()
             + self.documents.entry_count()
             + self.snapshots.entry_count()

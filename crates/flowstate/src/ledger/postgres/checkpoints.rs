@@ -8,8 +8,8 @@ use super::PostgresLedger;
 use crate::error::Result;
 use crate::ledger::CheckpointLedger;
 use crate::ledger::sql::checkpoints::{
-    COPY_THREAD, CheckpointRow, DELETE_RUN, DELETE_THREAD, KEEP_LATEST, LIST, PUT,
-    PUT_SPECIAL_WRITE, PUT_WRITE, WRITES, WriteRow, metadata_text, run_id,
+    COPY_THREAD, CheckpointRow, DELETE_RUN, DELETE_THREAD, KEEP_LATEST, PUT, PUT_SPECIAL_WRITE,
+    PUT_WRITE, WRITES, WriteRow, list_query, metadata_text, run_id,
 };
 use crate::model::checkpoints::{
     CheckpointSearch, CheckpointTuple, MAX_LIST, PendingWrite, PruneStrategy, PutCheckpoint,
@@ -74,12 +74,12 @@ impl CheckpointLedger for PostgresLedger {
         let limit = search.limit.unwrap_or(MAX_LIST).min(MAX_LIST) as usize;
         let mut found = Vec::new();
         {
-            let mut rows = sqlx::query_as::<_, CheckpointRow>(LIST)
-                .bind(&search.thread_id)
-                .bind(&search.checkpoint_ns)
-                .bind(&search.checkpoint_id)
-                .bind(&search.before)
-                .fetch(&self.pool);
+            let (sql, binds) = list_query(search, limit);
+            let mut query = sqlx::query_as::<_, CheckpointRow>(sqlx::AssertSqlSafe(sql));
+            for value in binds {
+                query = query.bind(value);
+            }
+            let mut rows = query.fetch(&self.pool);
             while found.len() < limit {
                 let Some(row) = rows.try_next().await? else {
                     break;

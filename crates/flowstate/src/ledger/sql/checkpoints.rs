@@ -4,17 +4,40 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::{Error, Result};
-use crate::model::checkpoints::{CheckpointTuple, PendingWrite};
+use crate::model::checkpoints::{CheckpointSearch, CheckpointTuple, PendingWrite};
 
-/// Checkpoints newest first, each filter applying when its parameter is not NULL:
-/// $1 thread, $2 namespace, $3 checkpoint id, $4 ids below this.
-pub(in crate::ledger) const LIST: &str = "SELECT thread_id, checkpoint_ns, checkpoint_id, \
-     parent_checkpoint_id, type AS kind, checkpoint, metadata, created_at FROM checkpoints \
-     WHERE (CAST($1 AS TEXT) IS NULL OR thread_id = $1) \
-     AND (CAST($2 AS TEXT) IS NULL OR checkpoint_ns = $2) \
-     AND (CAST($3 AS TEXT) IS NULL OR checkpoint_id = $3) \
-     AND (CAST($4 AS TEXT) IS NULL OR checkpoint_id < $4) \
-     ORDER BY checkpoint_id DESC, thread_id, checkpoint_ns";
+/// The checkpoints `search` asks for, newest first, and the values to bind in order: only the
+/// filters it sets are in the statement, so the primary key (thread, namespace, id) serves a
+/// thread's lookups (an `$1 IS NULL OR thread_id = $1` form makes SQLite scan every thread's
+/// checkpoints). Without a metadata filter the statement stops at `limit` rows itself.
+pub(in crate::ledger) fn list_query(
+    search: &CheckpointSearch,
+    limit: usize,
+) -> (String, Vec<&str>) {
+    let mut sql = String::from(
+        "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type AS kind, \
+         checkpoint, metadata, created_at FROM checkpoints",
+    );
+    let mut binds = Vec::new();
+    let filters = [
+        ("thread_id =", &search.thread_id),
+        ("checkpoint_ns =", &search.checkpoint_ns),
+        ("checkpoint_id =", &search.checkpoint_id),
+        ("checkpoint_id <", &search.before),
+    ];
+    for (condition, value) in filters {
+        if let Some(value) = value {
+            binds.push(value.as_str());
+            let joint = if binds.len() == 1 { "WHERE" } else { "AND" };
+            sql.push_str(&format!(" {joint} {condition} ${}", binds.len()));
+        }
+    }
+    sql.push_str(" ORDER BY checkpoint_id DESC, thread_id, checkpoint_ns");
+    if search.filter.is_empty() {
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
+    (sql, binds)
+}
 
 /// A checkpoint's pending writes, by task path, task id and index.
 pub(in crate::ledger) const WRITES: &str = "SELECT task_id, task_path, idx, channel, \

@@ -149,18 +149,17 @@ impl LockHot for RedisHot {
     }
 
     async fn grantor(&self) -> HotResult<String> {
-        let key = self.keys.lock_grantor();
+        let fresh = LockToken::new_secret();
         let mut pipe = ::redis::pipe();
         pipe.cmd("SET")
-            .arg(&key)
-            .arg(LockToken::new_secret())
+            .arg(self.keys.lock_grantor())
+            .arg(&fresh)
             .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&key)
+            .arg("GET")
             .cmd("INFO")
             .arg("server");
-        let (nonce, info): (String, String) = self.core.read_pipeline(&pipe, &[]).await?;
+        let (kept, info): (Option<String>, String) = self.core.read_pipeline(&pipe, &[]).await?;
+        let nonce = kept.unwrap_or(fresh);
         info.lines()
             .find_map(|l| l.strip_prefix("run_id:"))
             .map(|r| format!("{}/{nonce}", r.trim()))

@@ -12,9 +12,8 @@
 -- ARGV: grantor, generation, secret, ttl ms
 -- {1, fence} granted | {0, pttl} held | {-1, grantor} another grantor | {-2} a later
 -- generation granted this name (the caller's view of the authority is stale)
-redis.call('SET', KEYS[3], ARGV[3], 'NX')
 local grantor = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') .. '/' ..
-  redis.call('GET', KEYS[3])
+  (redis.call('SET', KEYS[3], ARGV[3], 'NX', 'GET') or ARGV[3])
 if grantor ~= ARGV[1] then
   return {-1, grantor}
 end

@@ -9,6 +9,5 @@ local last = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[3]) > last then
   redis.call('SET', KEYS[2], ARGV[3])
 end
-redis.call('SET', KEYS[3], ARGV[4], 'NX')
 return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') .. '/' ..
-  redis.call('GET', KEYS[3])
+  (redis.call('SET', KEYS[3], ARGV[4], 'NX', 'GET') or ARGV[4])

@@ -146,6 +146,55 @@ pub async fn spawn_app_from(config: Config, tmp: tempfile::TempDir) -> TestApp {
     }
 }
 
+/// A `flowstate serve` process of its own (the built binary), killed when dropped.
+pub struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the `flowstate` binary as a process of its own on `database_url`, without Redis
+/// and with `env` added, and returns it with a [`TestApp`] that talks to it over HTTP.
+pub async fn spawn_process(database_url: &str, env: &[(&str, &str)]) -> (ServerProcess, TestApp) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_flowstate"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("FLOWSTATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .env_remove("REDIS_URL")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the flowstate binary runs");
+    let process = ServerProcess(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await
+            && r.status().is_success()
+        {
+            let mut config = Config::default();
+            config.database.url = database_url.to_string();
+            let app = TestApp {
+                base,
+                http,
+                config,
+                redis: None,
+                _tmp: tempfile::tempdir().expect("temp dir"),
+                _shutdown: oneshot::channel().0,
+            };
+            return (process, app);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("flowstate serve on port {port} did not become ready");
+}
+
 /// Creates a schema of its own for one test and returns a URL whose connections use it.
 pub async fn postgres_schema(schema: &str) -> String {
     let admin = postgres_url();

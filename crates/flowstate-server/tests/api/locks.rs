@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     Backend, RedisServer, TestApp, all_backends, spawn_app, spawn_app_from, spawn_app_with,
+    spawn_process,
 };
 
 async fn acquire(app: &TestApp, name: &str, body: Value) -> crate::helpers::Answer {
@@ -367,6 +368,25 @@ async fn shared_counter_on_postgres_leases() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(release(&a, "pg", &token).await, StatusCode::NO_CONTENT);
     shared_counter_from(a).await;
+}
+
+/// Two `flowstate serve` processes on one SQLite file, without Redis: the ledger's leases
+/// exclude across processes (SQLite's file locks, not only connections within one process),
+/// 20 workers, 1,000 cycles.
+#[tokio::test]
+async fn shared_counter_across_two_processes_on_one_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let env = [("FLOWSTATE_LOCKS__POLL_MAX_MS", "20")];
+    // One after the other: the first creates the schema.
+    let (_first, a) = spawn_process(&url, &env).await;
+    let (_second, b) = spawn_process(&url, &env).await;
+    let apps = [Arc::new(a), Arc::new(b)];
+    let guarded = Arc::new(Guarded::default());
+    for h in run_workers(&apps, &guarded, 50).await {
+        h.await.unwrap();
+    }
+    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1000);
 }
 
 /// Two instances on `a`'s configuration, 20 workers, 2,000 cycles.

@@ -49,7 +49,7 @@ start=$(date +%s.%N)
 end=$(date +%s.%N)
 echo "backup: $(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.2f s", b - a}'), $(cat "$DIR/made.json")"
 rss "after backup"
-ID=$(sed -E 's/.*"backup_id":"([^"]+)".*/\1/' "$DIR/made.json")
+ID=$(grep -o '"backup_id": *"[^"]*"' "$DIR/made.json" | cut -d'"' -f4)
 redis-cli -p "$PORT" flushall >/dev/null
 start=$(date +%s.%N)
 "$BIN" backup restore "$ID" --url "$URL" --json > "$DIR/restored.json"

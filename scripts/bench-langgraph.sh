@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# LangGraph steps per second through flowstate's FlowstateSaver (embedded, and Redis + SQLite),
-# beside langgraph-checkpoint-sqlite and langgraph-checkpoint-redis on the same graph, in one
-# run (clients/python/bench/langgraph_steps.py). Uses the Python client's venv
+# LangGraph steps per second through flowstate's FlowstateSaver (embedded, Redis + SQLite and
+# Redis + PostgreSQL), beside langgraph-checkpoint-sqlite, -postgres (same PostgreSQL) and
+# -redis on the same graph, in one run (clients/python/bench/langgraph_steps.py). Uses the Python client's venv
 # (scripts/python-client.sh makes it) and adds the two savers to it when missing.
 #
 #   scripts/bench-langgraph.sh [seconds-per-mode]
@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_MODE="${1:-5}"
 VENV="${PYCLIENT_VENV:-$HOME/.cache/flowstate-tools/py}"
 PY="$VENV/bin/python"
+PG_ADMIN="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 PORT=6392
 HTTP_PORT=18092
-"$PY" -c "import langgraph.checkpoint.sqlite, langgraph.checkpoint.redis, aiosqlite" 2>/dev/null \
-  || "$VENV/bin/pip" install -q langgraph-checkpoint-sqlite langgraph-checkpoint-redis aiosqlite
+"$PY" -c "import langgraph.checkpoint.sqlite, langgraph.checkpoint.redis, langgraph.checkpoint.postgres, aiosqlite, psycopg" 2>/dev/null \
+  || "$VENV/bin/pip" install -q langgraph-checkpoint-sqlite langgraph-checkpoint-redis \
+    langgraph-checkpoint-postgres aiosqlite "psycopg[binary]"
 "$VENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall ./clients/python
 cargo build --release -q --bin flowstate
 BIN=target/release/flowstate
@@ -37,5 +39,12 @@ stop
 serve DATABASE_URL="sqlite://$DIR/redis.db" REDIS_URL="redis://127.0.0.1:$PORT/0"
 echo "flowstate redis+sqlite: $("$PY" $BENCH flowstate "http://127.0.0.1:$HTTP_PORT" "$SECONDS_PER_MODE")"
 stop
+psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_lgbench CASCADE' -c 'CREATE SCHEMA flowstate_lgbench'
+serve DATABASE_URL="${PG_ADMIN}?options=-c%20search_path%3Dflowstate_lgbench" REDIS_URL="redis://127.0.0.1:$PORT/0"
+echo "flowstate redis+postgres: $("$PY" $BENCH flowstate "http://127.0.0.1:$HTTP_PORT" "$SECONDS_PER_MODE")"
+stop
+psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_lgbench CASCADE' -c 'CREATE SCHEMA flowstate_lgbench'
+echo "langgraph-checkpoint-postgres: $("$PY" $BENCH postgres "${PG_ADMIN/postgres:/postgresql:}?options=-csearch_path%3Dflowstate_lgbench" "$SECONDS_PER_MODE")"
+psql "$PG_ADMIN" -qc 'DROP SCHEMA IF EXISTS flowstate_lgbench CASCADE'
 echo "langgraph-checkpoint-sqlite: $("$PY" $BENCH sqlite "$DIR/lg.sqlite" "$SECONDS_PER_MODE")"
 echo "langgraph-checkpoint-redis: $("$PY" $BENCH redis "redis://127.0.0.1:$PORT/1" "$SECONDS_PER_MODE")"

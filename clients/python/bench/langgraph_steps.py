@@ -3,6 +3,7 @@ fresh threads one after another (sync, `invoke`) and from 16 concurrent tasks (`
 
     python langgraph_steps.py flowstate URL [seconds]
     python langgraph_steps.py sqlite PATH [seconds]
+    python langgraph_steps.py postgres POSTGRES_URL [seconds]
     python langgraph_steps.py redis REDIS_URL [seconds]
 
 Prints one JSON line: steps/s and per-invoke p50/p99 for each mode. A step is one node run,
@@ -101,6 +102,13 @@ def savers(kind: str, where: str, stack: ExitStack) -> tuple[Any, Callable[[], A
 
         sync = stack.enter_context(SqliteSaver.from_conn_string(where))
         return sync, lambda: AsyncSqliteSaver.from_conn_string(where)
+    if kind == "postgres":
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        sync = stack.enter_context(PostgresSaver.from_conn_string(where))
+        sync.setup()
+        return sync, lambda: AsyncPostgresSaver.from_conn_string(where)
     if kind == "redis":
         from langgraph.checkpoint.redis import RedisSaver
         from langgraph.checkpoint.redis.aio import AsyncRedisSaver

@@ -1,5 +1,7 @@
 //! SQL both ledgers share for LangGraph checkpoints.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
@@ -43,6 +45,13 @@ pub(in crate::ledger) fn list_query(
 pub(in crate::ledger) const WRITES: &str = "SELECT task_id, task_path, idx, channel, \
      type AS kind, value FROM checkpoint_writes \
      WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3 \
+     ORDER BY task_path, task_id, idx";
+
+/// The pending writes of a thread's checkpoints with ids in [$2, $3] ($1 thread), each with
+/// its checkpoint: one statement for a whole listing of one thread.
+pub(in crate::ledger) const THREAD_WRITES: &str = "SELECT checkpoint_ns, checkpoint_id, \
+     task_id, task_path, idx, channel, type AS kind, value FROM checkpoint_writes \
+     WHERE thread_id = $1 AND checkpoint_id >= $2 AND checkpoint_id <= $3 \
      ORDER BY task_path, task_id, idx";
 
 /// Stores a checkpoint, replacing one of the same id ($1 thread .. $9 created_at).
@@ -156,6 +165,57 @@ impl CheckpointRow {
             pending_writes,
         }
     }
+}
+
+/// Checkpoints found by a listing, each with its metadata, newest first.
+pub(in crate::ledger) type Found = Vec<(CheckpointRow, Map<String, Value>)>;
+
+/// When every checkpoint found is of `search`'s one thread: the thread and the lowest and
+/// highest id, for [`THREAD_WRITES`]; otherwise (other threads, or just one checkpoint) the
+/// writes are read per checkpoint with [`WRITES`].
+pub(in crate::ledger) fn thread_range<'a>(
+    search: &'a CheckpointSearch,
+    found: &'a Found,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    let thread = search.thread_id.as_deref()?;
+    if found.len() < 2 {
+        return None;
+    }
+    let ids = found.iter().map(|(row, _)| row.checkpoint_id.as_str());
+    let low = ids.clone().min()?;
+    let high = ids.max()?;
+    Some((thread, low, high))
+}
+
+/// The tuples of `found`, given every pending write of their thread's id range.
+pub(in crate::ledger) fn with_thread_writes(
+    found: Found,
+    writes: Vec<ThreadWriteRow>,
+) -> Vec<CheckpointTuple> {
+    let mut by_checkpoint: HashMap<(String, String), Vec<PendingWrite>> = HashMap::new();
+    for w in writes {
+        by_checkpoint
+            .entry((w.checkpoint_ns, w.checkpoint_id))
+            .or_default()
+            .push(w.write.into());
+    }
+    found
+        .into_iter()
+        .map(|(row, metadata)| {
+            let key = (row.checkpoint_ns.clone(), row.checkpoint_id.clone());
+            let writes = by_checkpoint.remove(&key).unwrap_or_default();
+            row.into_tuple(metadata, writes)
+        })
+        .collect()
+}
+
+/// A `checkpoint_writes` row with the checkpoint it belongs to.
+#[derive(sqlx::FromRow)]
+pub(in crate::ledger) struct ThreadWriteRow {
+    checkpoint_ns: String,
+    checkpoint_id: String,
+    #[sqlx(flatten)]
+    write: WriteRow,
 }
 
 /// A `checkpoint_writes` row.

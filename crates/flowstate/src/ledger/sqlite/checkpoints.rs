@@ -11,8 +11,9 @@ use super::writer::{sql_err, ts};
 use crate::error::Result;
 use crate::ledger::CheckpointLedger;
 use crate::ledger::sql::checkpoints::{
-    COPY_THREAD, CheckpointRow, DELETE_RUN, DELETE_THREAD, KEEP_LATEST, PUT, PUT_SPECIAL_WRITE,
-    PUT_WRITE, WRITES, WriteRow, list_query, metadata_text, run_id,
+    COPY_THREAD, CheckpointRow, DELETE_RUN, DELETE_THREAD, Found, KEEP_LATEST, PUT,
+    PUT_SPECIAL_WRITE, PUT_WRITE, THREAD_WRITES, ThreadWriteRow, WRITES, WriteRow, list_query,
+    metadata_text, run_id, thread_range, with_thread_writes,
 };
 use crate::model::checkpoints::{
     CheckpointSearch, CheckpointTuple, MAX_LIST, PendingWrite, PruneStrategy, PutCheckpoint,
@@ -115,7 +116,7 @@ impl CheckpointLedger for SqliteLedger {
 
     async fn list_checkpoints(&self, search: &CheckpointSearch) -> Result<Vec<CheckpointTuple>> {
         let limit = search.limit.unwrap_or(MAX_LIST).min(MAX_LIST) as usize;
-        let mut found = Vec::new();
+        let mut found: Found = Vec::new();
         {
             let (sql, binds) = list_query(search, limit);
             let mut query = sqlx::query_as::<_, CheckpointRow>(sqlx::AssertSqlSafe(sql));
@@ -132,6 +133,15 @@ impl CheckpointLedger for SqliteLedger {
                     found.push((row, metadata));
                 }
             }
+        }
+        if let Some((thread, low, high)) = thread_range(search, &found) {
+            let writes: Vec<ThreadWriteRow> = sqlx::query_as(THREAD_WRITES)
+                .bind(thread)
+                .bind(low)
+                .bind(high)
+                .fetch_all(&self.reader)
+                .await?;
+            return Ok(with_thread_writes(found, writes));
         }
         let mut tuples = Vec::with_capacity(found.len());
         for (row, metadata) in found {

@@ -2,8 +2,9 @@
 forwarded; run or resumed from a process of its own.
 
     python crew_app.py URL [FLOW_ID]
+    python crew_app.py URL --fail      # a flow whose first method raises
 
-Prints one JSON line: the flow's id and final state."""
+Prints one JSON line: the flow's id and final state (or its error)."""
 
 from __future__ import annotations
 
@@ -65,8 +66,22 @@ class ResearchFlow(Flow[ResearchState]):
         return "done"
 
 
+class FailingFlow(Flow[ResearchState]):
+    @start()
+    def plan(self) -> None:
+        raise RuntimeError("no sources")
+
+
 def main() -> None:
     FlowstateEventListener(base_url=URL)
+    if sys.argv[2:] == ["--fail"]:
+        failing = FailingFlow()
+        try:
+            failing.kickoff(inputs={"topic": "fusion"})
+        except RuntimeError as e:
+            crewai_event_bus.flush()
+            print(json.dumps({"id": failing.state.id, "error": str(e)}))
+        return
     flow = ResearchFlow()
     inputs = {"id": sys.argv[2]} if len(sys.argv) > 2 else {"topic": "fusion"}
     flow.kickoff(inputs=inputs)

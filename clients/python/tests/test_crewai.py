@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import httpx
 from conftest import Server
 from pydantic import BaseModel
 
-from flowstate_client import Client, Reset
+from flowstate_client import Client, Event, Reset
 from flowstate_client.crewai import FlowstatePersistence, _agent
 
 APP = Path(__file__).with_name("crew_app.py")
@@ -32,6 +33,29 @@ def run(tmp: Path, *args: str) -> dict[str, Any]:
     assert out.returncode == 0, out.stderr[-3000:]
     line: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return line
+
+
+def read_events(fs: Client, flow_id: str, done: Callable[[list[Event]], bool]) -> list[Event]:
+    """The flow's events from the start until `done` says enough. Heartbeats keep the read
+    timeout from firing, so a watchdog closes the stream after 60 s: a missing event fails
+    the test instead of hanging the run."""
+    events: list[Event] = []
+    stream = fs.events(flow_id, last_event_id="0")
+    watchdog = threading.Timer(60, stream.close)
+    watchdog.start()
+    try:
+        for item in stream:
+            if isinstance(item, Reset):
+                continue
+            events.append(item)
+            if done(events):
+                break
+    except httpx.HTTPError:
+        pass  # closed by the watchdog: the caller's assertions say what was missing
+    finally:
+        watchdog.cancel()
+        stream.close()
+    return events
 
 
 def test_persist_resume_events_and_cache(server: Server, tmp_path: Path) -> None:
@@ -62,27 +86,11 @@ def test_persist_resume_events_and_cache(server: Server, tmp_path: Path) -> None
         stats = fs.cache_stats(_agent("Search the web"))
         assert stats["hit"] >= 1, "the second run's search was a hit"
 
-        events = []
-        stream = fs.events(flow_id, last_event_id="0")
-        # Heartbeats keep the read timeout from firing: without this, a missing event would
-        # hang the run instead of failing it.
-        watchdog = threading.Timer(60, stream.close)
-        watchdog.start()
-        try:
-            for item in stream:
-                if isinstance(item, Reset):
-                    continue
-                events.append(item)
-                if (
-                    item["event_type"] == "crewai.flow_finished"
-                    and sum(e["event_type"] == "crewai.flow_finished" for e in events) == 2
-                ):
-                    break
-        except httpx.HTTPError:
-            pass  # closed by the watchdog: the assertions below say what was missing
-        finally:
-            watchdog.cancel()
-            stream.close()
+        events = read_events(
+            fs,
+            flow_id,
+            lambda seen: sum(e["event_type"] == "crewai.flow_finished" for e in seen) == 2,
+        )
     types = [e["event_type"] for e in events]
     assert types[0] == "FLOW_REGISTERED"
     for expected in (
@@ -132,3 +140,19 @@ def test_the_token_stays_out_of_what_crewai_serialises() -> None:
     persistence = FlowstatePersistence(base_url="http://127.0.0.1:1", token="tok-0123456789abcdef")
     assert "tok-0123456789abcdef" not in persistence.model_dump_json()
     assert "tok-0123456789abcdef" not in repr(persistence.model_dump())
+
+
+def test_a_failing_flow_is_failed_with_its_error_on_the_stream(
+    server: Server, tmp_path: Path
+) -> None:
+    out = run(tmp_path, server.url, "--fail")
+    flow_id = out["id"]
+    assert out["error"] == "no sources"
+    with Client(server.url) as fs:
+        assert fs.get_flow(flow_id)["status"] == "failed"
+        events = read_events(
+            fs, flow_id, lambda seen: seen[-1]["event_type"] == "crewai.flow_failed"
+        )
+    failed = [e for e in events if e["event_type"] == "crewai.flow_failed"]
+    assert failed, [e["event_type"] for e in events]
+    assert failed[0]["payload"]["error"] == "no sources"

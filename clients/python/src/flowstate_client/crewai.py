@@ -28,7 +28,9 @@ from crewai.agents.cache.cache_handler import CacheHandler
 from crewai.events.base_event_listener import BaseEventListener
 from crewai.events.event_bus import CrewAIEventsBus
 from crewai.events.types.flow_events import (
+    FlowFailedEvent,
     FlowFinishedEvent,
+    FlowPausedEvent,
     FlowStartedEvent,
     MethodExecutionFailedEvent,
     MethodExecutionFinishedEvent,
@@ -163,7 +165,8 @@ class FlowstatePersistence(FlowPersistence):
 class FlowstateEventListener(BaseEventListener):
     """Forwards CrewAI flow events to flowstate: a flow is registered (under its parent, for a
     flow started inside another) and moved `initializing` -> `running` when it starts, to
-    `completed` when it finishes, to `failed` when a method fails; every flow and method event
+    `completed` when it finishes, to `failed` when a method or the flow fails (a pause for
+    human feedback is published and moves nothing); every flow and method event
     is published on its flow's stream as `crewai.<event type>` with CrewAI's
     `emission_sequence` (handlers run on several threads: order by it). Create one per
     process; forwarding errors are logged by CrewAI's bus, never raised into the flow."""
@@ -203,6 +206,15 @@ class FlowstateEventListener(BaseEventListener):
         def method_failed(source: Any, event: MethodExecutionFailedEvent) -> None:
             payload = {"method_name": event.method_name, "error": str(event.error)}
             self._forward(source, event, payload, move=(None, "failed"))
+
+        @crewai_event_bus.on(FlowFailedEvent)
+        def flow_failed(source: Any, event: FlowFailedEvent) -> None:
+            self._forward(source, event, {"error": str(event.error)}, move=(None, "failed"))
+
+        @crewai_event_bus.on(FlowPausedEvent)
+        def paused(source: Any, event: FlowPausedEvent) -> None:
+            payload = {"method_name": event.method_name, "message": event.message}
+            self._forward(source, event, payload)
 
         @crewai_event_bus.on(FlowFinishedEvent)
         def finished(source: Any, event: FlowFinishedEvent) -> None:

@@ -105,8 +105,8 @@ pub struct BackupRequest {
     /// Its id (a UUIDv7 when absent): pass one to follow its progress while it runs.
     #[serde(default)]
     pub backup_id: Option<String>,
-    /// Key patterns (`*` and `?` wildcards), relative to `key_prefix`; the four critical
-    /// patterns when absent.
+    /// Key patterns (`*` and `?` wildcards), relative to `key_prefix`; the server's
+    /// `backup.patterns` when absent (by default the reference's four critical patterns).
     #[serde(default)]
     pub patterns: Option<Vec<String>>,
 }

@@ -7,6 +7,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from flowstate_client import AsyncClient, Client
 
 
@@ -53,3 +55,33 @@ def test_async_cached(url: str) -> None:
             assert results == [["ship", "done"]] * 6
 
     asyncio.run(run())
+
+
+def test_a_failed_computation_hands_the_lease_on(url: str) -> None:
+    """The lease holder raises: its lease is given up, so the caller waiting on it computes
+    at once instead of after the 20 s wait (the lease itself would hold for 30 s)."""
+    attempts = 0
+    lock = threading.Lock()
+    with Client(url) as fs:
+
+        @fs.cached("flaky", lease_ms=30_000, wait_ms=20_000)
+        def flaky(x: int) -> int:
+            nonlocal attempts
+            with lock:
+                attempts += 1
+                first = attempts == 1
+            time.sleep(0.3)
+            if first:
+                raise RuntimeError("model timed out")
+            return x * 2
+
+        with ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(flaky, 21)
+            time.sleep(0.1)
+            waiter = pool.submit(flaky, 21)
+            with pytest.raises(RuntimeError):
+                holder.result()
+            started = time.monotonic()
+            assert waiter.result() == 42
+            assert time.monotonic() - started < 10, "the waiter waited for the lease to lapse"
+        assert attempts == 2

@@ -267,6 +267,13 @@ def cache_store(
     return Call("PUT", f"/v1/agent-cache/{_seg(agent)}", _json, json=body)
 
 
+def cache_release(
+    agent: str, input: t.JSON, lease_token: str, *, context: t.JSON | None
+) -> Call[None]:
+    body = _drop_none({"input": input, "context": context, "lease_token": lease_token})
+    return Call("POST", f"/v1/agent-cache/{_seg(agent)}/release", _none, json=body)
+
+
 def cache_stats(agent: str) -> Call[t.CacheStats]:
     return Call("GET", f"/v1/agent-cache/{_seg(agent)}/stats", _json)
 

@@ -1,6 +1,7 @@
 """The agent cache as a decorator: a function's result cached under an agent name, keyed by
 its arguments, computed once however many callers ask at the same time (the first gets a
-lease and computes; the others wait for its result)."""
+lease and computes; the others wait for its result). If the computation raises, the lease is
+given up at once, so a waiter computes instead of waiting for the lease to lapse."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._types import JSON
-from .errors import StaleLease
+from .errors import FlowstateError, StaleLease
 
 if TYPE_CHECKING:
     from .client import AsyncClient, Client
@@ -39,7 +40,15 @@ def cached(
                 value: T = (found.get("output") or {})["value"]
                 return value
             started = time.perf_counter()
-            result = fn(*args, **kwargs)
+            token = found.get("lease_token")
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                # Waiters take the lease at once instead of after lease_ms.
+                if token is not None:
+                    with contextlib.suppress(FlowstateError):
+                        client.cache_release(agent, key, token)
+                raise
             # A stale lease: ours lapsed and another caller stored first; its result stands.
             with contextlib.suppress(StaleLease):
                 client.cache_store(
@@ -47,7 +56,7 @@ def cached(
                     key,
                     {"value": result},
                     execution_time=time.perf_counter() - started,
-                    lease_token=found.get("lease_token"),
+                    lease_token=token,
                 )
             return result
 
@@ -70,14 +79,21 @@ def acached(
                 value: T = (found.get("output") or {})["value"]
                 return value
             started = time.perf_counter()
-            result = await fn(*args, **kwargs)
+            token = found.get("lease_token")
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException:
+                if token is not None:
+                    with contextlib.suppress(FlowstateError):
+                        await client.cache_release(agent, key, token)
+                raise
             with contextlib.suppress(StaleLease):
                 await client.cache_store(
                     agent,
                     key,
                     {"value": result},
                     execution_time=time.perf_counter() - started,
-                    lease_token=found.get("lease_token"),
+                    lease_token=token,
                 )
             return result
 

@@ -313,6 +313,13 @@ class Client:
             )
         )
 
+    def cache_release(
+        self, agent: str, input: t.JSON, lease_token: str, *, context: t.JSON | None = None
+    ) -> None:
+        """Gives up a lease without a result (the computation failed): a waiting caller takes
+        it at once. `StaleLease` if the token no longer holds it."""
+        self._send(_api.cache_release(agent, input, lease_token, context=context))
+
     def cache_stats(self, agent: str) -> t.CacheStats:
         return self._send(_api.cache_stats(agent))
 
@@ -660,6 +667,12 @@ class AsyncClient:
                 lease_token=lease_token,
             )
         )
+
+    async def cache_release(
+        self, agent: str, input: t.JSON, lease_token: str, *, context: t.JSON | None = None
+    ) -> None:
+        """As `Client.cache_release`."""
+        await self._send(_api.cache_release(agent, input, lease_token, context=context))
 
     async def cache_stats(self, agent: str) -> t.CacheStats:
         return await self._send(_api.cache_stats(agent))

@@ -1,11 +1,11 @@
-//! `/v1/agent-cache/{agent}`: the agent result cache (look up, store, statistics,
-//! invalidation).
+//! `/v1/agent-cache/{agent}`: the agent result cache (look up, store, give up a lease,
+//! statistics, invalidation).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use flowstate::Flowstate;
-use flowstate::model::agent_cache::{CacheLookup, CachePut, CacheStats, Lookup};
+use flowstate::model::agent_cache::{CacheLookup, CachePut, CacheStats, LeaseRelease, Lookup};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -19,6 +19,7 @@ use super::{ApiJson, ApiPath, ApiQuery};
 pub(super) fn routes() -> OpenApiRouter<Flowstate> {
     OpenApiRouter::new()
         .routes(routes!(lookup))
+        .routes(routes!(release))
         .routes(routes!(put, invalidate))
         .routes(routes!(stats))
 }
@@ -109,6 +110,23 @@ async fn lookup(
         },
     };
     Ok(Json(answer))
+}
+
+/// Give up a lease without a result (the computation failed), so a waiting caller takes it
+/// at once instead of after `lease_ms`.
+#[utoipa::path(post, path = "/v1/agent-cache/{agent}/release", tag = "agent-cache",
+    params(AgentParam), request_body = LeaseRelease,
+    responses(
+        (status = 204, description = "Released"),
+        (status = 409, description = "`lease_token` no longer holds the lease (`stale_lease`)", body = super::ErrorBody),
+    ))]
+async fn release(
+    State(fs): State<Flowstate>,
+    ApiPath(AgentParam { agent }): ApiPath<AgentParam>,
+    ApiJson(req): ApiJson<LeaseRelease>,
+) -> Result<StatusCode, ApiError> {
+    fs.cache_release(&agent, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Cache a result for the agent's TTL (configurable per agent).

@@ -2,6 +2,7 @@
 //! statistics, invalidation, one Redis command per hit, and Redis down.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -290,6 +291,52 @@ async fn one_lease_among_concurrent_lookups(backend: Backend) {
     );
 }
 all_backends!(one_lease_among_concurrent_lookups);
+
+/// A holder whose computation failed gives its lease up: a caller waiting for its result
+/// takes the lease at once (long before the holder's 30 s `lease_ms`); a token that no
+/// longer holds the lease is `409 stale_lease`.
+async fn a_released_lease_goes_to_a_waiter_at_once(backend: Backend) {
+    let app = Arc::new(spawn_app(backend).await);
+    let leased = json!({"input": {"q": "r"}, "context": {"v": 1}, "lease_ms": 30_000});
+    let holder = lookup(&app, "writer", leased.clone()).await;
+    let token = holder.body["lease_token"].as_str().unwrap().to_string();
+    let waiter = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let waiting = json!({"input": {"q": "r"}, "context": {"v": 1},
+                "lease_ms": 30_000, "wait_ms": 20_000});
+            lookup(&app, "writer", waiting).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let release = |token: String| {
+        let app = app.clone();
+        async move {
+            app.post(
+                "/v1/agent-cache/writer/release",
+                json!({"input": {"q": "r"}, "context": {"v": 1}, "lease_token": token}),
+            )
+            .await
+        }
+    };
+    let released = release(token.clone()).await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT, "{}", released.body);
+    let started = std::time::Instant::now();
+    let taken = waiter.await.unwrap();
+    assert_eq!(taken.body["hit"], false, "{}", taken.body);
+    let fresh = taken.body["lease_token"]
+        .as_str()
+        .expect("the waiter takes the lease");
+    assert_ne!(fresh, token);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "taken on release, not when the 30 s lease lapsed"
+    );
+    let again = release(token).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert_eq!(again.body["error"]["code"], "stale_lease");
+}
+all_backends!(a_released_lease_goes_to_a_waiter_at_once);
 
 async fn an_expired_lease_is_taken_over_and_its_store_refused(backend: Backend) {
     let app = spawn_app(backend).await;

@@ -413,6 +413,11 @@ pub trait AgentCacheHot: Send + Sync + 'static {
         token: &str,
     ) -> HotResult<bool>;
 
+    /// Gives up the lease held under `token` without storing anything (the computation
+    /// failed), so a waiter can take it at once; false if `token` no longer holds it. One
+    /// round trip.
+    async fn release_lease(&self, agent: &str, hash: &str, token: &str) -> HotResult<bool>;
+
     /// Stores a result for the agent's TTL, replacing any. One round trip.
     async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()>;
 

@@ -80,6 +80,21 @@ pub struct CachePut {
     pub lease_token: Option<String>,
 }
 
+/// A lease given up without a result: the computation failed.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRelease {
+    /// The agent's input (any JSON), as looked up.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// What else the result depends on, as looked up; absent is `null`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Value>,
+    /// The token the lookup handed out.
+    pub lease_token: String,
+}
+
 /// A cached result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedResult {

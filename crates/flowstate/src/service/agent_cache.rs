@@ -33,8 +33,8 @@ use crate::config::AgentCacheConfig;
 use crate::error::{Error, Result};
 use crate::hot::keys::Keys;
 use crate::model::agent_cache::{
-    CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, LeasedLookup, Lookup,
-    MAX_LEASE_MS, entry_hash, hash_matches, validate_pattern,
+    CacheCounts, CacheLookup, CachePut, CacheStats, CachedResult, LeaseRelease, LeasedLookup,
+    Lookup, MAX_LEASE_MS, entry_hash, hash_matches, validate_pattern,
 };
 use crate::model::{ids, now};
 
@@ -353,6 +353,31 @@ impl Flowstate {
             }
         });
         Ok((hash, stored))
+    }
+
+    /// Gives up the lease `req.lease_token` holds on this input, without a result, and wakes
+    /// this instance's waiters (others look again within their backoff), so one of them takes
+    /// the lease at once instead of after `lease_ms`. [`Error::StaleLease`] if the token no
+    /// longer holds it.
+    pub async fn cache_release(&self, agent: &str, req: LeaseRelease) -> Result<()> {
+        ids::validate("agent", agent)?;
+        let hash = entry_hash(agent, &req.input, req.context.as_ref())?;
+        let released = self
+            .hot_read(
+                "agent_cache.release",
+                self.hot().release_lease(agent, &hash, &req.lease_token),
+            )
+            .await;
+        match released {
+            Some(true) => {
+                self.inner.agent_cache_waiters.wake(agent, &hash);
+                Ok(())
+            }
+            Some(false) => Err(Error::StaleLease),
+            None => Err(Error::HotTierUnavailable(
+                "the lease could not be released; it lapses after its lease_ms".into(),
+            )),
+        }
     }
 
     /// `agent`'s statistics: the totals every instance flushed, plus this one's unflushed

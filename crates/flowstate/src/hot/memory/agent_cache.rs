@@ -170,6 +170,22 @@ impl AgentCacheHot for MemoryHot {
         Ok(true)
     }
 
+    async fn release_lease(&self, agent: &str, hash: &str, token: &str) -> HotResult<bool> {
+        let key = (agent.to_string(), hash.to_string());
+        let mut leases = self
+            .agent_results
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match leases.get(&key) {
+            Some((held, until)) if held == token && *until > Instant::now() => {
+                leases.remove(&key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()> {
         self.agent_results.entries.insert(
             (agent.to_string(), hash.to_string()),

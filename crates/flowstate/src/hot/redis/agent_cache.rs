@@ -18,10 +18,12 @@ use crate::model::agent_cache::{AgentTotals, CacheCounts, CachedResult, LeasedLo
 
 const LOOKUP_OR_LEASE_SRC: &str = include_str!("scripts/cache_lookup_or_lease.lua");
 const PUT_LEASED_SRC: &str = include_str!("scripts/cache_put_leased.lua");
+const RELEASE_LEASE_SRC: &str = include_str!("scripts/cache_release_lease.lua");
 /// This capability's scripts, loaded at startup.
-pub(super) const SCRIPTS: &[&str] = &[LOOKUP_OR_LEASE_SRC, PUT_LEASED_SRC];
+pub(super) const SCRIPTS: &[&str] = &[LOOKUP_OR_LEASE_SRC, PUT_LEASED_SRC, RELEASE_LEASE_SRC];
 static LOOKUP_OR_LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LOOKUP_OR_LEASE_SRC));
 static PUT_LEASED: LazyLock<Script> = LazyLock::new(|| Script::new(PUT_LEASED_SRC));
+static RELEASE_LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LEASE_SRC));
 
 /// Keys found by one SCAN step, and unlinked together.
 const SCAN_COUNT: usize = 1000;
@@ -106,6 +108,17 @@ impl AgentCacheHot for RedisHot {
             .arg(token);
         let (stored,): (i64,) = self.core.read_pipeline(&pipe, &[PUT_LEASED_SRC]).await?;
         Ok(stored == 1)
+    }
+
+    async fn release_lease(&self, agent: &str, hash: &str, token: &str) -> HotResult<bool> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("EVALSHA")
+            .arg(RELEASE_LEASE.get_hash())
+            .arg(1)
+            .arg(self.keys.agent_lease(agent, hash))
+            .arg(token);
+        let (released,): (i64,) = self.core.read_pipeline(&pipe, &[RELEASE_LEASE_SRC]).await?;
+        Ok(released == 1)
     }
 
     async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()> {

@@ -3,7 +3,7 @@
 //! Redis; the counters the service flushes are summed here.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -65,7 +65,23 @@ pub(super) struct AgentResults {
     leases: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
+/// The leases, locked.
+type LeasesGuard<'a> = MutexGuard<'a, HashMap<(String, String), (String, Instant)>>;
+
 impl AgentResults {
+    /// Removes the lease on `key` if `token` holds it and it has not lapsed; then the leases,
+    /// still locked, so the caller can finish what taking it was for.
+    fn take_lease(&self, key: &(String, String), token: &str) -> Option<LeasesGuard<'_>> {
+        let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        match leases.get(key) {
+            Some((held, until)) if held == token && *until > Instant::now() => {
+                leases.remove(key);
+                Some(leases)
+            }
+            _ => None,
+        }
+    }
+
     /// Entries cached (after the cache's pending bookkeeping: its counts lag writes).
     pub(super) fn entry_count(&self) -> u64 {
         self.entries.run_pending_tasks();
@@ -153,17 +169,10 @@ impl AgentCacheHot for MemoryHot {
         token: &str,
     ) -> HotResult<bool> {
         let key = (agent.to_string(), hash.to_string());
-        let mut leases = self
-            .agent_results
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match leases.get(&key) {
-            Some((held, until)) if held == token && *until > Instant::now() => {
-                leases.remove(&key);
-            }
-            _ => return Ok(false),
-        }
+        // The entry goes in before the leases' lock is let go: a lookup never finds neither.
+        let Some(_leases) = self.agent_results.take_lease(&key, token) else {
+            return Ok(false);
+        };
         self.agent_results
             .entries
             .insert(key, self.agent_entry(agent, result));
@@ -172,18 +181,7 @@ impl AgentCacheHot for MemoryHot {
 
     async fn release_lease(&self, agent: &str, hash: &str, token: &str) -> HotResult<bool> {
         let key = (agent.to_string(), hash.to_string());
-        let mut leases = self
-            .agent_results
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match leases.get(&key) {
-            Some((held, until)) if held == token && *until > Instant::now() => {
-                leases.remove(&key);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self.agent_results.take_lease(&key, token).is_some())
     }
 
     async fn put_result(&self, agent: &str, hash: &str, result: &CachedResult) -> HotResult<()> {

@@ -431,22 +431,21 @@ async fn hold_mid_update_after(guarded: &Guarded, count: u64) {
     guarded.in_slow.notified().await;
 }
 
-/// The same with a private redis-server killed mid-run and restarted empty while a holder is
-/// inside its critical section: locks answer 503 while it is down, and after it comes back
-/// nothing is granted until every lock the lost Redis granted has lapsed (else the holder's
-/// write would undo its successors'); fencing tokens still only grow.
-#[tokio::test]
-async fn shared_counter_across_redis_restarted_empty() {
-    let mut redis = RedisServer::start().await;
+/// Two instances on a private redis-server (see [`two_instances_on`]), 20 workers, 1,200
+/// cycles; once a holder is inside its critical section, `disrupt` does something to Redis
+/// and answers the server to keep. The counter stays exact, fencing tokens only grow (each
+/// worker checks), and the grants after it are of a new generation.
+async fn shared_counter_across<F, Fut>(redis: RedisServer, disrupt: F)
+where
+    F: FnOnce(RedisServer) -> Fut,
+    Fut: std::future::Future<Output = RedisServer>,
+{
     let apps = two_instances_on(&redis, |_| {}).await;
     let guarded = Arc::new(Guarded::default());
     let handles = run_workers(&apps, &guarded, 60).await;
-    // Let them run, then take Redis away with everything it held.
     hold_mid_update_after(&guarded, 300).await;
     let before = *guarded.highest_fence.lock().unwrap();
-    let port = redis.port;
-    redis.kill();
-    let _redis = RedisServer::start_on(port).await;
+    let _redis = disrupt(redis).await;
     for h in handles {
         h.await.unwrap();
     }
@@ -454,62 +453,53 @@ async fn shared_counter_across_redis_restarted_empty() {
     let after = *guarded.highest_fence.lock().unwrap();
     assert!(
         after >> 32 > before >> 32,
-        "a new generation after the restart: {before} -> {after}"
+        "a new generation after Redis lost its locks: {before} -> {after}"
     );
 }
 
-/// The same with the private redis-server killed mid-run and restarted with everything it
-/// held (an append-only file synced on every write): the restored lock keys belong to a Redis
-/// process that is gone, so the new one grants nothing before the horizon, in a new generation.
+/// A private redis-server killed mid-run and restarted empty while a holder is inside its
+/// critical section: locks answer 503 while it is down, and after it comes back nothing is
+/// granted until every lock the lost Redis granted has lapsed (else the holder's write would
+/// undo its successors').
+#[tokio::test]
+async fn shared_counter_across_redis_restarted_empty() {
+    shared_counter_across(RedisServer::start().await, |mut redis| async move {
+        let port = redis.port;
+        redis.kill();
+        RedisServer::start_on(port).await
+    })
+    .await;
+}
+
+/// Killed mid-run and restarted with everything it held (an append-only file synced on every
+/// write): the restored lock keys belong to a Redis process that is gone, so the new one
+/// grants nothing before the horizon.
 #[tokio::test]
 async fn shared_counter_across_redis_restarted_with_its_data() {
     let data = tempfile::tempdir().unwrap();
     let port = crate::helpers::free_port();
-    let mut redis = RedisServer::start_persistent_on(port, data.path()).await;
-    let apps = two_instances_on(&redis, |_| {}).await;
-    let guarded = Arc::new(Guarded::default());
-    let handles = run_workers(&apps, &guarded, 60).await;
-    hold_mid_update_after(&guarded, 300).await;
-    let before = *guarded.highest_fence.lock().unwrap();
-    redis.kill();
-    let _redis = RedisServer::start_persistent_on(port, data.path()).await;
-    for h in handles {
-        h.await.unwrap();
-    }
-    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1200);
-    let after = *guarded.highest_fence.lock().unwrap();
-    assert!(
-        after >> 32 > before >> 32,
-        "a new generation after the restart: {before} -> {after}"
-    );
+    let redis = RedisServer::start_persistent_on(port, data.path()).await;
+    shared_counter_across(redis, |mut redis| async move {
+        redis.kill();
+        RedisServer::start_persistent_on(port, data.path()).await
+    })
+    .await;
 }
 
-/// The same with the private redis-server flushed (FLUSHALL, same process, same `run_id`)
-/// while a holder is inside its critical section: the lost grantor key makes it another
+/// Flushed (FLUSHALL, same process, same `run_id`): the lost grantor key makes it another
 /// grantor, so nothing is granted before the horizon and fencing tokens do not restart.
 #[tokio::test]
 async fn shared_counter_across_redis_flushed() {
-    let redis = RedisServer::start().await;
-    let apps = two_instances_on(&redis, |_| {}).await;
-    let guarded = Arc::new(Guarded::default());
-    let handles = run_workers(&apps, &guarded, 60).await;
-    hold_mid_update_after(&guarded, 300).await;
-    let before = *guarded.highest_fence.lock().unwrap();
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
-    for h in handles {
-        h.await.unwrap();
-    }
-    assert_eq!(guarded.counter.load(Ordering::SeqCst), 1200);
-    let after = *guarded.highest_fence.lock().unwrap();
-    assert!(
-        after >> 32 > before >> 32,
-        "a new generation after the flush: {before} -> {after}"
-    );
+    shared_counter_across(RedisServer::start().await, |redis| async move {
+        let mut conn = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        redis
+    })
+    .await;
 }
 
 /// Redis goes away for a while: after `locks.fallback_after_ms` locks move to the ledger's

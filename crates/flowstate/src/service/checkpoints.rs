@@ -183,20 +183,24 @@ impl Flowstate {
         ids::validate("thread_id", thread_id)?;
         let (this, thread_id) = (self.clone(), thread_id.to_string());
         self.detached(async move {
+            let flow = this.ledger().get_flow(&thread_id).await?;
+            if flow.is_some_and(|f| f.flow_type == THREAD_FLOW_TYPE) {
+                // Deleting the thread's flow deletes the thread with it.
+                match this.delete_flow_now(&thread_id, false).await {
+                    Ok(()) => return Ok(()),
+                    Err(Error::FlowNotFound(_)) => {}
+                    Err(Error::HasChildren(_)) => {
+                        tracing::warn!(
+                            thread_id,
+                            "thread deleted; its flow has children and stays"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             this.ledger().delete_thread(&thread_id).await?;
             this.forget_thread(&thread_id);
-            let flow = this.ledger().get_flow(&thread_id).await?;
-            if flow.is_none_or(|f| f.flow_type != THREAD_FLOW_TYPE) {
-                return Ok(());
-            }
-            match this.delete_flow_now(&thread_id, false).await {
-                Ok(()) | Err(Error::FlowNotFound(_)) => Ok(()),
-                Err(Error::HasChildren(_)) => {
-                    tracing::warn!(thread_id, "thread deleted; its flow has children and stays");
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            Ok(())
         })
         .await
     }
